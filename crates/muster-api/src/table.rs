@@ -1,0 +1,1 @@
+//! Server-side printing: `Table` column definitions and rows for `kubectl get`.

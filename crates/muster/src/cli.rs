@@ -1,0 +1,149 @@
+//! The command-line contract (see DESIGN.md: change it only by adding).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "muster",
+    version,
+    about = "A small, fast, Kubernetes-compatible control plane built around service discovery"
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `muster_dns=debug`.
+    #[arg(long, global = true, env = "MUSTER_LOG", default_value = "info")]
+    pub log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything in the foreground: API server, controllers, DNS and the node agent.
+    Up(UpArgs),
+    /// Run only the API server.
+    Apiserver(ApiserverArgs),
+    /// Run only the controllers, against any muster API server.
+    Controllers(ControllersArgs),
+    /// Run only the cluster DNS, against any Kubernetes API server.
+    Dns(DnsArgs),
+    /// Run only the node agent, against any muster API server.
+    Agent(AgentArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Redb,
+    Etcd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Where objects live: the embedded redb file under the data dir, or an etcd cluster.
+    #[arg(long, value_enum, default_value = "redb")]
+    pub store: StoreKind,
+    /// Comma-separated etcd client URLs (with `--store etcd`).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApiserverArgs {
+    /// Directory for the store, the CA, certificates, token and kubeconfig.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub api_listen: SocketAddr,
+    /// Service CIDR that ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub apiserver: ApiserverArgs,
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    pub dns_listen: SocketAddr,
+    /// Where names outside the cluster zones go (default: the host's resolv.conf nameservers).
+    #[arg(long)]
+    pub dns_upstream: Option<SocketAddr>,
+    /// Run no pods: controllers create them, a client may play the node through `pods/status`.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// Pod CIDR; each node gets a /24 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub pod_cidr: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Cluster IP of the DNS service (`kube-dns`).
+    #[arg(long, default_value = "10.96.0.10")]
+    pub dns_service_ip: std::net::IpAddr,
+    /// Node name of the embedded agent (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllersArgs {
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DnsArgs {
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "cluster.local")]
+    pub domain: String,
+    /// Where names outside the cluster zones go (default: the host's resolv.conf nameservers).
+    #[arg(long)]
+    pub upstream: Option<SocketAddr>,
+    /// Address of the health, readiness and metrics endpoints.
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    #[arg(long)]
+    pub node_name: String,
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub pod_cidr: String,
+}
+
+pub fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(_)
+        | Command::Apiserver(_)
+        | Command::Controllers(_)
+        | Command::Dns(_)
+        | Command::Agent(_) => {
+            anyhow::bail!("not wired yet")
+        }
+    }
+}
