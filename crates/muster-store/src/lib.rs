@@ -23,6 +23,9 @@
 
 use std::sync::Arc;
 
+pub mod redb_store;
+pub use redb_store::{RedbStore, StoreOptions};
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde_json::Value;
