@@ -1,1 +1,91 @@
-//! muster-controllers
+//! muster-controllers: the controllers that turn what users declare into what service
+//! discovery reads. Each controller is a pure `reconcile` (observed state in, actions out)
+//! plus a thin driver that watches through a `kube::Client` and executes the actions.
+//!
+//! Entry point: [`run`].
+
+pub mod driver;
+pub mod endpoints;
+pub mod replicaset;
+pub mod runtime;
+pub mod scheduler;
+pub mod util;
+
+#[cfg(test)]
+mod testutil;
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::sync::watch;
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct ControllersConfig {
+    /// Concurrent workers per controller (keys of one controller never sync concurrently
+    /// with themselves).
+    pub workers: usize,
+    /// Who is acting: event `reportingInstance`, lease holder identity.
+    pub identity: String,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            workers: 4,
+            identity: format!("muster-controllers-{}", std::process::id()),
+        }
+    }
+}
+
+/// Runs every controller against the API behind `client` until the process ends or a task
+/// fails. `ready` turns true once every informer has listed its resource.
+pub async fn run(
+    client: Client,
+    config: ControllersConfig,
+    ready: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let ctx = driver::Ctx::new(client, config.identity.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    driver::start_informers(&ctx, &mut tasks).await;
+    spawn_controllers(&ctx, &mut tasks, &config);
+    tracing::info!("controllers synced and running");
+    ready.send_replace(true);
+    while let Some(done) = tasks.join_next().await {
+        done?;
+    }
+    Ok(())
+}
+
+fn spawn_controllers(
+    ctx: &Arc<driver::Ctx>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    config: &ControllersConfig,
+) {
+    let w = config.workers;
+    driver::spawn_workers(
+        ctx,
+        tasks,
+        "endpoints",
+        ctx.q_endpoints.clone(),
+        w,
+        driver::sync_service,
+    );
+    driver::spawn_workers(
+        ctx,
+        tasks,
+        "replicaset",
+        ctx.q_replicasets.clone(),
+        w,
+        driver::sync_replicaset,
+    );
+    // One scheduler worker: decisions depend on the previous ones (node load).
+    driver::spawn_workers(
+        ctx,
+        tasks,
+        "scheduler",
+        ctx.q_scheduler.clone(),
+        1,
+        driver::sync_pod_schedule,
+    );
+}
