@@ -87,6 +87,9 @@ pub struct StoreOptions {
     pub progress_interval: Duration,
     /// The most write requests committed in one transaction.
     pub max_batch: usize,
+    /// redb's page cache. Reads are served from memory, so the cache only helps writes find
+    /// B-tree pages; redb's default (1 GiB) would hold a second copy of every object.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -96,6 +99,7 @@ impl Default for StoreOptions {
             watch_capacity: 4_096,
             progress_interval: Duration::from_secs(1),
             max_batch: 4_096,
+            cache_bytes: 32 << 20,
         }
     }
 }
@@ -178,6 +182,7 @@ impl RedbStore {
                 .map_err(|e| io_error(format!("creating {}", parent.display()), e))?;
         }
         let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
             .create(path)
             .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
         let (objects, revision) = load(&db)?;
