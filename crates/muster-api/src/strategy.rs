@@ -18,3 +18,2649 @@
 //!   taken from `new`, everything else from `old`.
 //! - `unknown_fields(rt, &obj)`: dotted paths of fields the typed schema does not know, for
 //!   `fieldValidation=Strict` (400 `strict decoding error: unknown field "spec.foo"`).
+//!
+//! Objects are passed in the form of `rt` (an `events.k8s.io/v1` Event is prepared as such;
+//! converting it to the stored core/v1 form is `crate::events`' job). Every body is decoded
+//! into its `k8s-openapi` type and re-encoded, so fields the schema does not know are dropped
+//! exactly as Kubernetes' decoder drops them (Strict field validation is checked first by the
+//! caller with [`unknown_fields`]).
+//!
+//! What is *not* done here because it needs cluster state: allocating a Service's ClusterIP
+//! (an empty `spec.clusterIP` after `prepare_create` means "allocate one", then set
+//! `clusterIP` and `clusterIPs`) and NodePorts (see [`service_node_ports_to_allocate`]).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::registry::ResourceType;
+use crate::status::{ApiError, ApiResult, Causes};
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------
+
+/// Defaults and validates a new object. On success `obj` is what is stored.
+pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
+    *obj = decode(rt, obj)?;
+    reset_for_create(rt, obj);
+    apply_defaults(rt, obj);
+    if generation_applies(rt) {
+        meta_mut(obj).insert("generation".into(), json!(1));
+    }
+    let mut causes = Causes::default();
+    validate(rt, obj, &mut causes);
+    finish(rt, obj, causes)
+}
+
+/// Defaults and validates a replacement of `old` (a PUT, or the result of a PATCH).
+pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiResult<()> {
+    *new = decode(rt, new)?;
+    keep_system_metadata(old, new);
+    if has_status_subresource(rt) {
+        copy_field(old, new, "status");
+    }
+    carry_over_allocated(rt, old, new);
+    apply_defaults(rt, new);
+    update_generation(rt, old, new);
+    let mut causes = Causes::default();
+    validate(rt, new, &mut causes);
+    validate_update(rt, old, new, &mut causes);
+    finish(rt, new, causes)
+}
+
+/// Prepares a write to the `status` subresource: `new` keeps only its `status` (and, for pods,
+/// labels and annotations, which Kubernetes lets pods/status change); everything else comes
+/// from `old`.
+pub fn prepare_status_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiResult<()> {
+    *new = decode(rt, new)?;
+    let new_status = new.get("status").cloned();
+    let new_meta = new.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let mut merged = old.clone();
+    match new_status {
+        Some(s) if !s.is_null() => {
+            merged["status"] = s;
+        }
+        _ => {
+            if let Some(m) = merged.as_object_mut() {
+                m.remove("status");
+            }
+        }
+    }
+    if rt.group.is_empty() && rt.kind == "Pod" {
+        // pods/status may change labels and annotations (kubelets set them), nothing else.
+        for key in ["labels", "annotations"] {
+            let m = meta_mut(&mut merged);
+            match new_meta.get(key) {
+                Some(v) if !v.is_null() => {
+                    m.insert(key.into(), v.clone());
+                }
+                _ => {
+                    m.remove(key);
+                }
+            }
+        }
+    }
+    // The resourceVersion precondition is the caller's; keep the one the client sent.
+    if let Some(rv) = new_meta.get("resourceVersion") {
+        meta_mut(&mut merged).insert("resourceVersion".into(), rv.clone());
+    }
+    *new = merged;
+    let mut causes = Causes::default();
+    validate_status(rt, new, &mut causes);
+    finish(rt, new, causes)
+}
+
+/// Whether the kind keeps `metadata.generation` (bumped on spec changes) as Kubernetes does.
+pub fn generation_applies(rt: &ResourceType) -> bool {
+    rt.group == "apps" && matches!(rt.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+}
+
+/// Whether writes to the main resource keep `status` from the stored object.
+pub fn has_status_subresource(rt: &ResourceType) -> bool {
+    rt.subresource("status").is_some()
+}
+
+/// Dotted paths (`spec.foo`, `spec.containers[0].bar`) of fields in `obj` that the typed
+/// schema of `rt` does not know. Empty when the body does not decode at all (the decode error
+/// is reported by `prepare_*`).
+pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Vec<String> {
+    let Ok(known) = decode(rt, obj) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    diff_keys(obj, &known, "", &mut out);
+    out
+}
+
+/// The 400 Kubernetes answers for unknown fields under `fieldValidation=Strict`.
+pub fn strict_decoding_error(fields: &[String]) -> ApiError {
+    let list = fields
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ApiError::bad_request(format!("strict decoding error: {list}"))
+}
+
+/// The warnings Kubernetes sends for unknown fields under `fieldValidation=Warn` (the default
+/// for non-kubectl clients), one `Warning` header each.
+pub fn unknown_field_warnings(fields: &[String]) -> Vec<String> {
+    fields
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect()
+}
+
+/// Indices into `spec.ports` of a NodePort/LoadBalancer Service whose `nodePort` is unset and
+/// must be allocated by the caller (range 30000-32767).
+pub fn service_node_ports_to_allocate(svc: &Value) -> Vec<usize> {
+    let ty = svc.pointer("/spec/type").and_then(Value::as_str);
+    if !matches!(ty, Some("NodePort" | "LoadBalancer")) {
+        return Vec::new();
+    }
+    ports_of(svc.pointer("/spec/ports"))
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) == 0)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Whether a Service needs a ClusterIP allocated (type is not ExternalName and `clusterIP` is
+/// empty, not `None`).
+pub fn service_needs_cluster_ip(svc: &Value) -> bool {
+    let ty = svc.pointer("/spec/type").and_then(Value::as_str);
+    let ip = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    ty != Some("ExternalName") && ip.is_empty()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------
+
+fn decode(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::api::{discovery::v1 as disc, events::v1 as ev};
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: expected a JSON object",
+            rt.kind, rt.version, rt.kind
+        )));
+    }
+    let mut obj = obj.clone();
+    // The API server resolved the type from the URL; the typed decoders insist on both keys.
+    obj["apiVersion"] = json!(rt.api_version());
+    obj["kind"] = json!(rt.kind);
+    match (rt.group, rt.kind) {
+        ("", "Pod") => roundtrip::<core::Pod>(rt, &obj),
+        ("", "Service") => roundtrip::<core::Service>(rt, &obj),
+        ("", "Endpoints") => roundtrip::<core::Endpoints>(rt, &obj),
+        ("", "Namespace") => roundtrip::<core::Namespace>(rt, &obj),
+        ("", "Node") => roundtrip::<core::Node>(rt, &obj),
+        ("", "Event") => roundtrip::<core::Event>(rt, &obj),
+        ("", "ConfigMap") => roundtrip::<core::ConfigMap>(rt, &obj),
+        ("", "Secret") => roundtrip::<core::Secret>(rt, &obj),
+        ("", "ServiceAccount") => roundtrip::<core::ServiceAccount>(rt, &obj),
+        ("apps", "Deployment") => roundtrip::<apps::Deployment>(rt, &obj),
+        ("apps", "ReplicaSet") => roundtrip::<apps::ReplicaSet>(rt, &obj),
+        ("apps", "StatefulSet") => roundtrip::<apps::StatefulSet>(rt, &obj),
+        ("apps", "ControllerRevision") => roundtrip::<apps::ControllerRevision>(rt, &obj),
+        ("discovery.k8s.io", "EndpointSlice") => roundtrip::<disc::EndpointSlice>(rt, &obj),
+        ("events.k8s.io", "Event") => roundtrip::<ev::Event>(rt, &obj),
+        ("coordination.k8s.io", "Lease") => roundtrip::<coord::Lease>(rt, &obj),
+        _ => Err(ApiError::internal(format!(
+            "no strategy for {}",
+            rt.qualified_plural()
+        ))),
+    }
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
+    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {}",
+            rt.kind,
+            rt.version,
+            rt.kind,
+            go_style_decode_error(&path, &inner)
+        ))
+    })?;
+    let mut known = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    prune_invented(obj, &mut known);
+    Ok(known)
+}
+
+/// Drops the empty values the typed decoder invents for required fields the body left out
+/// (`selector: {}` for a missing selector), so validation sees "missing" as Kubernetes does.
+fn prune_invented(sent: &Value, known: &mut Value) {
+    match (sent, known) {
+        (Value::Object(s), Value::Object(k)) => {
+            k.retain(|key, v| {
+                s.get(key).is_some_and(|sv| !sv.is_null())
+                    || !(v.as_object().is_some_and(Map::is_empty)
+                        || v.as_array().is_some_and(Vec::is_empty)
+                        || v.as_str() == Some(""))
+            });
+            for (key, v) in k.iter_mut() {
+                if let Some(sv) = s.get(key) {
+                    prune_invented(sv, v);
+                }
+            }
+        }
+        (Value::Array(s), Value::Array(k)) => {
+            for (sv, kv) in s.iter().zip(k.iter_mut()) {
+                prune_invented(sv, kv);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Turns serde's `invalid type: string "3", expected i32` into the wording of Go's decoder
+/// (`json: cannot unmarshal string into Go struct field .spec.replicas of type int32`).
+fn go_style_decode_error(path: &str, serde_msg: &str) -> String {
+    if let Some(rest) = serde_msg.strip_prefix("invalid type: ") {
+        let got = if rest.starts_with("string") {
+            "string"
+        } else if rest.starts_with("integer") || rest.starts_with("floating point") {
+            "number"
+        } else if rest.starts_with("boolean") {
+            "bool"
+        } else if rest.starts_with("sequence") {
+            "array"
+        } else if rest.starts_with("map") {
+            "object"
+        } else {
+            "value"
+        };
+        let expected = rest.rsplit(", expected ").next().unwrap_or("");
+        let go_type = match expected {
+            "i32" => "int32",
+            "i64" => "int64",
+            "u32" => "uint32",
+            "f64" => "float64",
+            "a boolean" | "bool" => "bool",
+            e if e.contains("string") => "string",
+            e if e.contains("sequence") || e.contains("list") => "array",
+            _ => "object",
+        };
+        return format!(
+            "json: cannot unmarshal {got} into Go struct field .{path} of type {go_type}"
+        );
+    }
+    format!("error decoding {path}: {serde_msg}")
+}
+
+fn diff_keys(sent: &Value, known: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (sent, known) {
+        (Value::Object(s), Value::Object(k)) => {
+            for (key, v) in s {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => diff_keys(v, kv, &path, out),
+                    // null, {} and [] of an optional known field vanish in the round trip.
+                    None if is_empty_value(v) => {}
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(s), Value::Array(k)) => {
+            for (i, (sv, kv)) in s.iter().zip(k).enumerate() {
+                diff_keys(sv, kv, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(is_empty_value),
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small JSON helpers
+// ---------------------------------------------------------------------------------------------
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    obj_mut(obj, "metadata")
+}
+
+/// The object under `key`, created (or replacing a non-object) when missing.
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !v.is_object() {
+        *v = json!({});
+    }
+    let m = v.as_object_mut().expect("object");
+    let entry = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    entry.as_object_mut().expect("object")
+}
+
+/// Sets `key` unless it holds a value already (Go's "zero value means unset": empty strings
+/// and zero numbers count as unset where the Go field is not a pointer; callers pick).
+fn default_if_missing(m: &mut Map<String, Value>, key: &str, value: Value) {
+    match m.get(key) {
+        None | Some(Value::Null) => {
+            m.insert(key.to_string(), value);
+        }
+        _ => {}
+    }
+}
+
+/// Like [`default_if_missing`], also replacing `""` and `0` (non-pointer Go fields).
+fn default_if_zero(m: &mut Map<String, Value>, key: &str, value: Value) {
+    match m.get(key) {
+        None | Some(Value::Null) => {
+            m.insert(key.to_string(), value);
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            m.insert(key.to_string(), value);
+        }
+        Some(Value::Number(n)) if n.as_i64() == Some(0) => {
+            m.insert(key.to_string(), value);
+        }
+        _ => {}
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn ports_of(v: Option<&Value>) -> &[Value] {
+    v.and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn each_mut<'a>(
+    m: &'a mut Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = &'a mut Map<String, Value>> {
+    m.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flat_map(|a| a.iter_mut())
+        .filter_map(Value::as_object_mut)
+}
+
+fn copy_field(from: &Value, to: &mut Value, key: &str) {
+    let Some(t) = to.as_object_mut() else { return };
+    match from.get(key) {
+        Some(v) => {
+            t.insert(key.to_string(), v.clone());
+        }
+        None => {
+            t.remove(key);
+        }
+    }
+}
+
+fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn finish(rt: &ResourceType, obj: &Value, causes: Causes) -> ApiResult<()> {
+    causes.finish(rt.group, rt.kind, name_of(obj))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create/update bookkeeping
+// ---------------------------------------------------------------------------------------------
+
+fn reset_for_create(rt: &ResourceType, obj: &mut Value) {
+    let Some(m) = obj.as_object_mut() else { return };
+    match (rt.group, rt.kind) {
+        // Kubernetes clears status on create for kinds whose status is written by controllers.
+        ("", "Pod") => {
+            m.insert("status".into(), json!({"phase": "Pending"}));
+        }
+        ("", "Service") => {
+            m.insert("status".into(), json!({"loadBalancer": {}}));
+        }
+        ("", "Namespace") => {
+            m.insert("status".into(), json!({"phase": "Active"}));
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => {
+            m.insert("status".into(), json!({}));
+        }
+        _ => {}
+    }
+    if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+        // Deletion is requested with DELETE, never by creating a deleted object.
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+    }
+}
+
+/// System-owned metadata always comes from the stored object.
+fn keep_system_metadata(old: &Value, new: &mut Value) {
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let m = meta_mut(new);
+    for key in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old_meta.get(key) {
+            Some(v) => {
+                m.insert(key.into(), v.clone());
+            }
+            None => {
+                m.remove(key);
+            }
+        }
+    }
+}
+
+/// Values the server allocated that a client may omit on replace (Kubernetes'
+/// `patchAllocatedValues`): a Service's ClusterIP(s) and NodePorts.
+fn carry_over_allocated(rt: &ResourceType, old: &Value, new: &mut Value) {
+    if !(rt.group.is_empty() && rt.kind == "Service") {
+        return;
+    }
+    let old_type = old.pointer("/spec/type").and_then(Value::as_str);
+    let new_type = new
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let new_type = new_type.as_deref();
+    let needs_ip = |t: Option<&str>| t != Some("ExternalName");
+    if needs_ip(old_type) && needs_ip(new_type) {
+        let spec = obj_mut(new, "spec");
+        if str_of(&Value::Object(spec.clone()), "clusterIP").is_empty() {
+            if let Some(ip) = old.pointer("/spec/clusterIP") {
+                spec.insert("clusterIP".into(), ip.clone());
+            }
+            let no_ips = spec
+                .get("clusterIPs")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+            if no_ips && let Some(ips) = old.pointer("/spec/clusterIPs") {
+                spec.insert("clusterIPs".into(), ips.clone());
+            }
+        }
+    }
+    let node_port_type = |t: Option<&str>| matches!(t, Some("NodePort" | "LoadBalancer"));
+    if node_port_type(old_type) && node_port_type(new_type) {
+        let old_ports = ports_of(old.pointer("/spec/ports")).to_vec();
+        let spec = obj_mut(new, "spec");
+        for p in each_mut(spec, "ports") {
+            if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                continue;
+            }
+            let same = old_ports.iter().find(|o| {
+                o.get("port") == p.get("port")
+                    && str_of(o, "protocol")
+                        == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+            });
+            if let Some(np) = same.and_then(|o| o.get("nodePort")) {
+                p.insert("nodePort".into(), np.clone());
+            }
+        }
+    }
+}
+
+fn update_generation(rt: &ResourceType, old: &Value, new: &mut Value) {
+    if !generation_applies(rt) {
+        return;
+    }
+    let old_gen = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    // Deployments also count annotation changes: they are copied to the ReplicaSets.
+    let changed = old.get("spec") != new.get("spec")
+        || (rt.kind == "Deployment"
+            && old.pointer("/metadata/annotations") != new.pointer("/metadata/annotations"));
+    let generation = if changed { old_gen + 1 } else { old_gen };
+    meta_mut(new).insert("generation".into(), json!(generation));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaulting (Kubernetes' SetDefaults_* functions plus what the REST strategies set)
+// ---------------------------------------------------------------------------------------------
+
+fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
+    match (rt.group, rt.kind) {
+        ("", "Pod") => default_pod(obj),
+        ("", "Service") => default_service(obj_mut(obj, "spec")),
+        ("", "Namespace") => {
+            let spec = obj_mut(obj, "spec");
+            default_if_missing(spec, "finalizers", json!(["kubernetes"]));
+            let status = obj_mut(obj, "status");
+            default_if_zero(status, "phase", json!("Active"));
+        }
+        ("", "Secret") => {
+            if let Some(m) = obj.as_object_mut() {
+                default_if_zero(m, "type", json!("Opaque"));
+            }
+        }
+        ("", "Endpoints") => {
+            if let Some(m) = obj.as_object_mut() {
+                for subset in each_mut(m, "subsets") {
+                    for port in each_mut(subset, "ports") {
+                        default_if_zero(port, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            if let Some(m) = obj.as_object_mut() {
+                for port in each_mut(m, "ports") {
+                    default_if_missing(port, "protocol", json!("TCP"));
+                }
+            }
+        }
+        ("apps", "Deployment") => {
+            let spec = obj_mut(obj, "spec");
+            default_if_missing(spec, "replicas", json!(1));
+            default_if_missing(spec, "revisionHistoryLimit", json!(10));
+            default_if_missing(spec, "progressDeadlineSeconds", json!(600));
+            let strategy = spec
+                .entry("strategy")
+                .or_insert_with(|| json!({}))
+                .as_object_mut();
+            if let Some(strategy) = strategy {
+                default_if_zero(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                    let ru = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
+                    if let Some(ru) = ru.as_object_mut() {
+                        default_if_missing(ru, "maxUnavailable", json!("25%"));
+                        default_if_missing(ru, "maxSurge", json!("25%"));
+                    }
+                }
+            }
+            default_template(obj);
+        }
+        ("apps", "ReplicaSet") => {
+            default_if_missing(obj_mut(obj, "spec"), "replicas", json!(1));
+            default_template(obj);
+        }
+        ("apps", "StatefulSet") => {
+            let spec = obj_mut(obj, "spec");
+            default_if_missing(spec, "replicas", json!(1));
+            default_if_zero(spec, "podManagementPolicy", json!("OrderedReady"));
+            default_if_missing(spec, "revisionHistoryLimit", json!(10));
+            let policy = spec
+                .entry("persistentVolumeClaimRetentionPolicy")
+                .or_insert_with(|| json!({}));
+            if let Some(policy) = policy.as_object_mut() {
+                default_if_zero(policy, "whenDeleted", json!("Retain"));
+                default_if_zero(policy, "whenScaled", json!("Retain"));
+            }
+            let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+            if let Some(strategy) = strategy.as_object_mut() {
+                default_if_zero(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                    let ru = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
+                    if let Some(ru) = ru.as_object_mut() {
+                        default_if_missing(ru, "partition", json!(0));
+                    }
+                }
+            }
+            default_template(obj);
+        }
+        _ => {}
+    }
+}
+
+fn default_template(obj: &mut Value) {
+    let spec = obj_mut(obj, "spec");
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if let Some(t) = template.as_object_mut() {
+        let pod_spec = t.entry("spec").or_insert_with(|| json!({}));
+        if let Some(ps) = pod_spec.as_object_mut() {
+            default_pod_spec(ps);
+        }
+    }
+}
+
+fn default_pod(obj: &mut Value) {
+    let spec = obj_mut(obj, "spec");
+    default_pod_spec(spec);
+    // What the ServiceAccount and Priority admission plugins add to every pod.
+    default_if_zero(spec, "serviceAccountName", json!("default"));
+    let sa = spec.get("serviceAccountName").cloned().unwrap_or_default();
+    default_if_zero(spec, "serviceAccount", sa);
+    default_if_missing(spec, "priority", json!(0));
+    default_if_missing(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    let qos = qos_class(&Value::Object(spec.clone()));
+    let status = obj_mut(obj, "status");
+    default_if_zero(status, "phase", json!("Pending"));
+    default_if_zero(status, "qosClass", json!(qos));
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    default_if_zero(spec, "restartPolicy", json!("Always"));
+    default_if_zero(spec, "dnsPolicy", json!("ClusterFirst"));
+    default_if_zero(spec, "schedulerName", json!("default-scheduler"));
+    default_if_missing(spec, "terminationGracePeriodSeconds", json!(30));
+    default_if_missing(spec, "securityContext", json!({}));
+    default_if_missing(spec, "enableServiceLinks", json!(true));
+    let host_network = spec.get("hostNetwork") == Some(&json!(true));
+    for key in ["containers", "initContainers"] {
+        for c in each_mut(spec, key) {
+            default_container(c, host_network);
+        }
+    }
+    for v in each_mut(spec, "volumes") {
+        default_volume(v);
+    }
+}
+
+fn default_container(c: &mut Map<String, Value>, host_network: bool) {
+    default_if_zero(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default_if_zero(c, "terminationMessagePolicy", json!("File"));
+    let image = str_of(&Value::Object(c.clone()), "image").to_string();
+    default_if_zero(c, "imagePullPolicy", json!(default_pull_policy(&image)));
+    default_if_missing(c, "resources", json!({}));
+    for p in each_mut(c, "ports") {
+        default_if_zero(p, "protocol", json!("TCP"));
+        if host_network && let Some(cp) = p.get("containerPort").cloned() {
+            default_if_zero(p, "hostPort", cp);
+        }
+    }
+    for key in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(probe) = c.get_mut(key).and_then(Value::as_object_mut) {
+            default_if_zero(probe, "timeoutSeconds", json!(1));
+            default_if_zero(probe, "periodSeconds", json!(10));
+            default_if_zero(probe, "successThreshold", json!(1));
+            default_if_zero(probe, "failureThreshold", json!(3));
+            if let Some(get) = probe.get_mut("httpGet").and_then(Value::as_object_mut) {
+                default_if_zero(get, "path", json!("/"));
+                default_if_zero(get, "scheme", json!("HTTP"));
+            }
+        }
+    }
+    for env in each_mut(c, "env") {
+        if let Some(field_ref) = env
+            .get_mut("valueFrom")
+            .and_then(|v| v.get_mut("fieldRef"))
+            .and_then(Value::as_object_mut)
+        {
+            default_if_zero(field_ref, "apiVersion", json!("v1"));
+        }
+    }
+}
+
+/// `Always` for `:latest` or an untagged image, else `IfNotPresent` (digests count as tags).
+pub fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last_segment = image.rsplit('/').next().unwrap_or(image);
+    match last_segment.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_volume(v: &mut Map<String, Value>) {
+    let has_source = v.keys().any(|k| k != "name");
+    if !has_source {
+        v.insert("emptyDir".into(), json!({}));
+    }
+    for key in ["secret", "configMap", "projected", "downwardAPI"] {
+        if let Some(src) = v.get_mut(key).and_then(Value::as_object_mut) {
+            default_if_missing(src, "defaultMode", json!(420));
+        }
+    }
+}
+
+fn default_service(spec: &mut Map<String, Value>) {
+    default_if_zero(spec, "type", json!("ClusterIP"));
+    default_if_zero(spec, "sessionAffinity", json!("None"));
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if spec.get("sessionAffinity") == Some(&json!("ClientIP")) {
+        let cfg = spec
+            .entry("sessionAffinityConfig")
+            .or_insert_with(|| json!({}));
+        if let Some(cfg) = cfg.as_object_mut() {
+            let client_ip = cfg.entry("clientIP").or_insert_with(|| json!({}));
+            if let Some(client_ip) = client_ip.as_object_mut() {
+                default_if_missing(client_ip, "timeoutSeconds", json!(10800));
+            }
+        }
+    }
+    for p in each_mut(spec, "ports") {
+        default_if_zero(p, "protocol", json!("TCP"));
+        let port = p.get("port").cloned().unwrap_or(Value::Null);
+        default_if_zero(p, "targetPort", port);
+    }
+    if ty == "ExternalName" {
+        return;
+    }
+    // clusterIP and clusterIPs mirror each other (`None` included).
+    let ip = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let first = spec
+        .get("clusterIPs")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match (ip.is_empty(), first) {
+        (false, None) => {
+            spec.insert("clusterIPs".into(), json!([ip]));
+        }
+        (true, Some(f)) => {
+            spec.insert("clusterIP".into(), json!(f));
+        }
+        _ => {}
+    }
+    default_if_missing(spec, "ipFamilyPolicy", json!("SingleStack"));
+    default_if_missing(spec, "ipFamilies", json!(["IPv4"]));
+    default_if_missing(spec, "internalTrafficPolicy", json!("Cluster"));
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        default_if_zero(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "LoadBalancer" {
+        default_if_missing(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+}
+
+/// Kubernetes' QoS class of a pod spec: `Guaranteed` when every container limits CPU and
+/// memory with requests equal to limits, `BestEffort` when nothing is requested or limited,
+/// `Burstable` otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| ports_of(spec.get(*k)).iter())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let relevant = |m: Option<&Map<String, Value>>, r: &str| {
+            m.and_then(|m| m.get(r))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        for r in ["cpu", "memory"] {
+            let req = relevant(requests, r);
+            let lim = relevant(limits, r);
+            if req.as_deref().is_some_and(|q| !quantity_is_zero(q)) || lim.is_some() {
+                any = true;
+            }
+            match (req, lim) {
+                (_, None) => guaranteed = false,
+                (Some(q), Some(l)) if !same_quantity(&q, &l) => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn quantity_is_zero(q: &str) -> bool {
+    parse_quantity(q) == Some(0.0)
+}
+
+fn same_quantity(a: &str, b: &str) -> bool {
+    a == b
+        || matches!((parse_quantity(a), parse_quantity(b)), (Some(x), Some(y)) if (x - y).abs() <= f64::EPSILON * x.abs().max(1.0))
+}
+
+/// A Kubernetes quantity (`100m`, `1Gi`, `2e3`) as a number; `None` when malformed.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let factor = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0f64.powi(2),
+        "Gi" => 1024.0f64.powi(3),
+        "Ti" => 1024.0f64.powi(4),
+        "Pi" => 1024.0f64.powi(5),
+        "Ei" => 1024.0f64.powi(6),
+        _ => return None,
+    };
+    if num.is_empty() || !num.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c)) {
+        return None;
+    }
+    num.parse::<f64>().ok().map(|n| n * factor)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Name and label validators (Kubernetes' apimachinery `validation.Is*`): each returns the
+// messages of every rule broken, empty when valid.
+// ---------------------------------------------------------------------------------------------
+
+const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+
+/// Go's `validation.RegexError`: the message, the examples, then the regex.
+fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
+    let examples = examples
+        .iter()
+        .map(|e| format!("'{e}', "))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!("{msg} (e.g. {examples}regex used for validation is '{fmt}')")
+}
+
+fn max_len_error(n: usize) -> String {
+    format!("must be no more than {n} characters")
+}
+
+fn is_label_chars(s: &str, first_alpha: bool) -> bool {
+    let b = s.as_bytes();
+    let ok_inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    let ok_end = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) => {
+            (if first_alpha {
+                f.is_ascii_lowercase()
+            } else {
+                ok_end(f)
+            }) && ok_end(l)
+                && b.iter().all(ok_inner)
+        }
+        _ => false,
+    }
+}
+
+pub fn is_dns1123_label(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push(max_len_error(63));
+    }
+    if !is_label_chars(s, false) {
+        errs.push(regex_error(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            DNS1123_LABEL_FMT,
+            &["my-name", "123-abc"],
+        ));
+    }
+    errs
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 253 {
+        errs.push(max_len_error(253));
+    }
+    if s.is_empty() || !s.split('.').all(|l| is_label_chars(l, false)) {
+        errs.push(regex_error(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
+    }
+    errs
+}
+
+pub fn is_dns1035_label(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push(max_len_error(63));
+    }
+    if !is_label_chars(s, true) {
+        errs.push(regex_error(
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
+    }
+    errs
+}
+
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) => {
+            f.is_ascii_alphanumeric()
+                && l.is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    }
+}
+
+/// Label keys, annotation keys, finalizers, condition types: `[prefix/]name`.
+pub fn is_qualified_name(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = s.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                errs.extend(
+                    is_dns1123_subdomain(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
+            }
+            *name
+        }
+        _ => {
+            return vec![format!(
+                "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_error(
+                    QUALIFIED_NAME_MSG,
+                    QUALIFIED_NAME_FMT,
+                    &["MyName", "my.name", "123-abc"]
+                )
+            )];
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push(format!("name part {}", max_len_error(63)));
+    }
+    if !is_qualified_name_part(name) {
+        errs.push(format!(
+            "name part {}",
+            regex_error(
+                QUALIFIED_NAME_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
+        ));
+    }
+    errs
+}
+
+pub fn is_valid_label_value(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push(max_len_error(63));
+    }
+    if !s.is_empty() && !is_qualified_name_part(s) {
+        errs.push(regex_error(
+            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            &format!("({QUALIFIED_NAME_FMT})?"),
+            &["MyValue", "my_value", "12345"],
+        ));
+    }
+    errs
+}
+
+/// IANA service names (named ports): at most 15 lower-case alphanumerics and hyphens.
+pub fn is_valid_port_name(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 15 {
+        errs.push(max_len_error(15));
+    }
+    if !s
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
+        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
+    }
+    if s.contains("--") {
+        errs.push("must not contain consecutive hyphens".into());
+    }
+    if !s.bytes().any(|c| c.is_ascii_lowercase()) {
+        errs.push("must contain at least one letter (a-z)".into());
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        errs.push("must not begin or end with a hyphen".into());
+    }
+    errs
+}
+
+const PORT_RANGE_MSG: &str = "must be between 1 and 65535, inclusive";
+const IP_MSG: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+
+fn is_valid_port(n: i64) -> bool {
+    (1..=65535).contains(&n)
+}
+
+/// Go's `%#v` of a `map[string]string` (keys sorted), as Kubernetes prints label maps.
+fn go_string_map(m: Option<&Value>) -> String {
+    let Some(m) = m.and_then(Value::as_object) else {
+        return "map[string]string(nil)".into();
+    };
+    let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let body = pairs
+        .iter()
+        .map(|(k, v)| format!("{:?}:{:?}", k, v.as_str().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("map[string]string{{{body}}}")
+}
+
+/// Go's `%#v` of a `metav1.LabelSelector`.
+fn go_label_selector(sel: &Value) -> String {
+    let exprs = match sel.get("matchExpressions").and_then(Value::as_array) {
+        None => "[]v1.LabelSelectorRequirement(nil)".to_string(),
+        Some(list) => {
+            let items = list
+                .iter()
+                .map(|e| {
+                    let values = match e.get("values").and_then(Value::as_array) {
+                        None => "[]string(nil)".to_string(),
+                        Some(v) => format!(
+                            "[]string{{{}}}",
+                            v.iter()
+                                .map(|s| format!("{:?}", s.as_str().unwrap_or("")))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
+                    format!(
+                        "v1.LabelSelectorRequirement{{Key:{:?}, Operator:{:?}, Values:{values}}}",
+                        str_of(e, "key"),
+                        str_of(e, "operator")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("[]v1.LabelSelectorRequirement{{{items}}}")
+        }
+    };
+    format!(
+        "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{exprs}}}",
+        go_string_map(sel.get("matchLabels"))
+    )
+}
+
+fn invalid_shown(c: &mut Causes, field: &str, shown: &str, msg: &str) {
+    c.push(
+        "FieldValueInvalid",
+        field,
+        format!("Invalid value: {shown}: {msg}"),
+    );
+}
+
+fn required_because(c: &mut Causes, field: &str, why: &str) {
+    c.push(
+        "FieldValueRequired",
+        field,
+        format!("Required value: {why}"),
+    );
+}
+
+fn not_found(c: &mut Causes, field: &str, value: &str) {
+    c.push("FieldValueNotFound", field, format!("Not found: {value:?}"));
+}
+
+fn check_supported(c: &mut Causes, field: &str, v: Option<&Value>, supported: &[&str]) {
+    if let Some(val) = v
+        && !val.is_null()
+        && !val.as_str().is_some_and(|s| supported.contains(&s))
+    {
+        c.not_supported(field, val, supported);
+    }
+}
+
+fn check_non_negative(c: &mut Causes, field: &str, v: Option<&Value>) {
+    if let Some(n) = v.and_then(Value::as_i64)
+        && n < 0
+    {
+        c.invalid(field, &json!(n), "must be greater than or equal to 0");
+    }
+}
+
+fn check_ip(c: &mut Causes, field: &str, ip: &str) {
+    if ip.parse::<IpAddr>().is_err() {
+        c.invalid(field, &json!(ip), IP_MSG);
+    }
+}
+
+fn check_labels(c: &mut Causes, field: &str, labels: Option<&Value>) {
+    let Some(labels) = labels.and_then(Value::as_object) else {
+        return;
+    };
+    for (k, v) in labels {
+        for msg in is_qualified_name(k) {
+            c.invalid(field, &json!(k), &msg);
+        }
+        let value = v.as_str().unwrap_or("");
+        for msg in is_valid_label_value(value) {
+            c.invalid(field, &json!(value), &msg);
+        }
+    }
+}
+
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+fn check_annotations(c: &mut Causes, field: &str, annotations: Option<&Value>) {
+    let Some(annotations) = annotations.and_then(Value::as_object) else {
+        return;
+    };
+    let mut total = 0;
+    for (k, v) in annotations {
+        for msg in is_qualified_name(&k.to_lowercase()) {
+            c.invalid(field, &json!(k), &msg);
+        }
+        total += k.len() + v.as_str().map_or(0, str::len);
+    }
+    if total > ANNOTATIONS_LIMIT {
+        c.push(
+            "FieldValueTooLong",
+            field,
+            format!("Too long: may not be more than {ANNOTATIONS_LIMIT} bytes"),
+        );
+    }
+}
+
+/// The name rule of each kind, as its Kubernetes `Validate*Name` function.
+fn name_validator(rt: &ResourceType) -> fn(&str) -> Vec<String> {
+    match (rt.group, rt.kind) {
+        ("", "Namespace") => is_dns1123_label,
+        ("", "Service") => is_dns1035_label,
+        _ => is_dns1123_subdomain,
+    }
+}
+
+fn validate_object_meta(rt: &ResourceType, obj: &Value, c: &mut Causes) {
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let name = str_of(&meta, "name");
+    if name.is_empty() {
+        if str_of(&meta, "generateName").is_empty() {
+            required_because(c, "metadata.name", "name or generateName is required");
+        }
+    } else {
+        for msg in name_validator(rt)(name) {
+            c.invalid("metadata.name", &json!(name), &msg);
+        }
+    }
+    let namespace = str_of(&meta, "namespace");
+    if rt.namespaced {
+        if namespace.is_empty() {
+            c.required("metadata.namespace");
+        } else {
+            for msg in is_dns1123_label(namespace) {
+                c.invalid("metadata.namespace", &json!(namespace), &msg);
+            }
+        }
+    } else if !namespace.is_empty() {
+        c.forbidden("metadata.namespace", "not allowed on this type");
+    }
+    check_labels(c, "metadata.labels", meta.get("labels"));
+    check_annotations(c, "metadata.annotations", meta.get("annotations"));
+    for (i, f) in ports_of(meta.get("finalizers")).iter().enumerate() {
+        let f = f.as_str().unwrap_or("");
+        for msg in is_qualified_name(f) {
+            c.invalid(&format!("metadata.finalizers[{i}]"), &json!(f), &msg);
+        }
+    }
+    let mut controllers = 0;
+    for r in ports_of(meta.get("ownerReferences")) {
+        for (key, what) in [
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ] {
+            if str_of(r, key).is_empty() {
+                c.invalid(
+                    &format!("metadata.ownerReferences.{key}"),
+                    &json!(""),
+                    &format!("{what} must not be empty"),
+                );
+            }
+        }
+        if r.get("controller") == Some(&json!(true)) {
+            controllers += 1;
+        }
+    }
+    if controllers > 1 {
+        c.push(
+            "FieldValueInvalid",
+            "metadata.ownerReferences",
+            "Invalid value: []v1.OwnerReference{...}: Only one reference can have Controller set to true".into(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-kind validation
+// ---------------------------------------------------------------------------------------------
+
+fn validate(rt: &ResourceType, obj: &Value, c: &mut Causes) {
+    validate_object_meta(rt, obj, c);
+    let spec = obj.get("spec").cloned().unwrap_or_else(|| json!({}));
+    match (rt.group, rt.kind) {
+        ("", "Pod") => validate_pod_spec(&spec, "spec", false, c),
+        ("", "Service") => validate_service_spec(&spec, c),
+        ("", "ConfigMap") => validate_data_keys(obj, c),
+        ("", "Secret") => validate_data_keys(obj, c),
+        ("", "Endpoints") => validate_endpoints(obj, c),
+        ("discovery.k8s.io", "EndpointSlice") => validate_endpoint_slice(obj, c),
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => {
+            validate_workload(rt.kind, &spec, c)
+        }
+        ("apps", "ControllerRevision") => {
+            check_non_negative(c, "revision", obj.get("revision"));
+        }
+        ("coordination.k8s.io", "Lease") => {
+            if let Some(n) = spec.get("leaseDurationSeconds").and_then(Value::as_i64)
+                && n <= 0
+            {
+                c.invalid(
+                    "spec.leaseDurationSeconds",
+                    &json!(n),
+                    "must be greater than 0",
+                );
+            }
+            check_non_negative(c, "spec.leaseTransitions", spec.get("leaseTransitions"));
+        }
+        ("", "Event") => validate_core_event(obj, c),
+        _ => {}
+    }
+}
+
+fn validate_core_event(obj: &Value, c: &mut Causes) {
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let involved_ns = obj
+        .pointer("/involvedObject/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    // Events about namespaced objects live in that object's namespace.
+    if !involved_ns.is_empty() && involved_ns != ns {
+        c.invalid(
+            "involvedObject.namespace",
+            &json!(involved_ns),
+            "does not match event.namespace",
+        );
+    }
+    check_supported(
+        c,
+        "type",
+        obj.get("type").filter(|t| t.as_str() != Some("")),
+        &["Normal", "Warning"],
+    );
+}
+
+fn validate_pod_spec(spec: &Value, p: &str, in_template: bool, c: &mut Causes) {
+    let mut volume_names = BTreeSet::new();
+    for (i, v) in ports_of(spec.get("volumes")).iter().enumerate() {
+        let name = str_of(v, "name");
+        let field = format!("{p}.volumes[{i}].name");
+        if name.is_empty() {
+            c.required(&field);
+        } else {
+            for msg in is_dns1123_label(name) {
+                c.invalid(&field, &json!(name), &msg);
+            }
+            if !volume_names.insert(name.to_string()) {
+                c.duplicate(&field, &json!(name));
+            }
+        }
+    }
+    let containers = ports_of(spec.get("containers"));
+    if containers.is_empty() {
+        c.required(&format!("{p}.containers"));
+    }
+    let mut names = BTreeSet::new();
+    for key in ["initContainers", "containers"] {
+        for (i, ctr) in ports_of(spec.get(key)).iter().enumerate() {
+            let cp = format!("{p}.{key}[{i}]");
+            let name = str_of(ctr, "name");
+            if name.is_empty() {
+                c.required(&format!("{cp}.name"));
+            } else {
+                for msg in is_dns1123_label(name) {
+                    c.invalid(&format!("{cp}.name"), &json!(name), &msg);
+                }
+                if !names.insert(name.to_string()) {
+                    c.duplicate(&format!("{cp}.name"), &json!(name));
+                }
+            }
+            validate_container(ctr, &cp, &volume_names, key == "initContainers", c);
+        }
+    }
+    let restart_supported: &[&str] = if in_template {
+        &["Always"]
+    } else {
+        &["Always", "OnFailure", "Never"]
+    };
+    check_supported(
+        c,
+        &format!("{p}.restartPolicy"),
+        spec.get("restartPolicy"),
+        restart_supported,
+    );
+    check_supported(
+        c,
+        &format!("{p}.dnsPolicy"),
+        spec.get("dnsPolicy"),
+        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+    );
+    if str_of(spec, "dnsPolicy") == "None" && spec.get("dnsConfig").is_none() {
+        required_because(
+            c,
+            &format!("{p}.dnsConfig"),
+            "must provide `dnsConfig` when `dnsPolicy` is None",
+        );
+    }
+    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
+        if in_template {
+            c.invalid(
+                &format!("{p}.activeDeadlineSeconds"),
+                &json!(n),
+                "activeDeadlineSeconds in ReplicaSet is not Supported",
+            );
+        } else if n <= 0 {
+            c.invalid(
+                &format!("{p}.activeDeadlineSeconds"),
+                &json!(n),
+                "must be between 1 and 2147483647, inclusive",
+            );
+        }
+    }
+    for key in ["hostname", "subdomain"] {
+        let v = str_of(spec, key);
+        if !v.is_empty() {
+            for msg in is_dns1123_label(v) {
+                c.invalid(&format!("{p}.{key}"), &json!(v), &msg);
+            }
+        }
+    }
+    let node = str_of(spec, "nodeName");
+    if !node.is_empty() {
+        for msg in is_dns1123_subdomain(node) {
+            c.invalid(&format!("{p}.nodeName"), &json!(node), &msg);
+        }
+    }
+}
+
+fn validate_container(
+    ctr: &Value,
+    cp: &str,
+    volume_names: &BTreeSet<String>,
+    init: bool,
+    c: &mut Causes,
+) {
+    if str_of(ctr, "image").trim().is_empty() {
+        c.required(&format!("{cp}.image"));
+    }
+    check_supported(
+        c,
+        &format!("{cp}.imagePullPolicy"),
+        ctr.get("imagePullPolicy"),
+        &["Always", "IfNotPresent", "Never"],
+    );
+    check_supported(
+        c,
+        &format!("{cp}.terminationMessagePolicy"),
+        ctr.get("terminationMessagePolicy"),
+        &["File", "FallbackToLogsOnError"],
+    );
+    let mut port_names = BTreeSet::new();
+    for (j, port) in ports_of(ctr.get("ports")).iter().enumerate() {
+        let pp = format!("{cp}.ports[{j}]");
+        let name = str_of(port, "name");
+        if !name.is_empty() {
+            for msg in is_valid_port_name(name) {
+                c.invalid(&format!("{pp}.name"), &json!(name), &msg);
+            }
+            if !port_names.insert(name.to_string()) {
+                c.duplicate(&format!("{pp}.name"), &json!(name));
+            }
+        }
+        match port.get("containerPort").and_then(Value::as_i64) {
+            None | Some(0) => c.required(&format!("{pp}.containerPort")),
+            Some(n) if !is_valid_port(n) => {
+                c.invalid(&format!("{pp}.containerPort"), &json!(n), PORT_RANGE_MSG)
+            }
+            _ => {}
+        }
+        if let Some(n) = port.get("hostPort").and_then(Value::as_i64)
+            && n != 0
+            && !is_valid_port(n)
+        {
+            c.invalid(&format!("{pp}.hostPort"), &json!(n), PORT_RANGE_MSG);
+        }
+        check_supported(
+            c,
+            &format!("{pp}.protocol"),
+            port.get("protocol"),
+            &["SCTP", "TCP", "UDP"],
+        );
+    }
+    for (j, env) in ports_of(ctr.get("env")).iter().enumerate() {
+        let name = str_of(env, "name");
+        let field = format!("{cp}.env[{j}].name");
+        if name.is_empty() {
+            c.required(&field);
+        } else if name.contains('=') || !name.bytes().all(|b| (32..=126).contains(&b)) {
+            c.invalid(
+                &field,
+                &json!(name),
+                "a valid environment variable name must consist only of printable ASCII characters other than '='",
+            );
+        }
+    }
+    for (j, m) in ports_of(ctr.get("volumeMounts")).iter().enumerate() {
+        let name = str_of(m, "name");
+        let mp = format!("{cp}.volumeMounts[{j}]");
+        if name.is_empty() {
+            c.required(&format!("{mp}.name"));
+        } else if !volume_names.contains(name) {
+            not_found(c, &format!("{mp}.name"), name);
+        }
+        if str_of(m, "mountPath").is_empty() {
+            c.required(&format!("{mp}.mountPath"));
+        }
+    }
+    for key in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let Some(probe) = ctr.get(key) else { continue };
+        let pp = format!("{cp}.{key}");
+        if init && ctr.get("restartPolicy").is_none() {
+            c.forbidden(
+                &pp,
+                "may not be set for init containers without restartPolicy=Always",
+            );
+            continue;
+        }
+        let handlers = ["exec", "httpGet", "tcpSocket", "grpc"]
+            .iter()
+            .filter(|h| probe.get(**h).is_some())
+            .count();
+        match handlers {
+            0 => required_because(c, &pp, "must specify a handler type"),
+            1 => {}
+            _ => c.forbidden(&pp, "may not specify more than 1 handler type"),
+        }
+        for (field, min) in [
+            ("initialDelaySeconds", 0),
+            ("timeoutSeconds", 0),
+            ("periodSeconds", 0),
+            ("successThreshold", 0),
+            ("failureThreshold", 0),
+        ] {
+            if let Some(n) = probe.get(field).and_then(Value::as_i64)
+                && n < min
+            {
+                c.invalid(
+                    &format!("{pp}.{field}"),
+                    &json!(n),
+                    "must be greater than or equal to 0",
+                );
+            }
+        }
+        if key != "readinessProbe"
+            && let Some(n) = probe.get("successThreshold").and_then(Value::as_i64)
+            && n != 1
+        {
+            c.invalid(&format!("{pp}.successThreshold"), &json!(n), "must be 1");
+        }
+        for h in ["httpGet", "tcpSocket"] {
+            if let Some(port) = probe.get(h).and_then(|h| h.get("port")) {
+                check_port_ref(c, &format!("{pp}.{h}.port"), port);
+            }
+        }
+        if let Some(get) = probe.get("httpGet") {
+            check_supported(
+                c,
+                &format!("{pp}.httpGet.scheme"),
+                get.get("scheme"),
+                &["HTTP", "HTTPS"],
+            );
+        }
+    }
+}
+
+/// A port given as a number or as an IANA port name (`targetPort`, probe ports).
+fn check_port_ref(c: &mut Causes, field: &str, port: &Value) {
+    match port {
+        Value::Number(n) => {
+            let n = n.as_i64().unwrap_or(0);
+            if !is_valid_port(n) {
+                c.invalid(field, &json!(n), PORT_RANGE_MSG);
+            }
+        }
+        Value::String(s) => {
+            for msg in is_valid_port_name(s) {
+                c.invalid(field, &json!(s), &msg);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate_service_spec(spec: &Value, c: &mut Causes) {
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    check_supported(
+        c,
+        "spec.type",
+        spec.get("type"),
+        &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+    );
+    check_supported(
+        c,
+        "spec.sessionAffinity",
+        spec.get("sessionAffinity"),
+        &["ClientIP", "None"],
+    );
+    let cluster_ip = str_of(spec, "clusterIP");
+    let headless = cluster_ip == "None";
+    let ports = ports_of(spec.get("ports"));
+    if ty == "ExternalName" {
+        let name = str_of(spec, "externalName");
+        if name.is_empty() {
+            c.required("spec.externalName");
+        } else {
+            for msg in is_dns1123_subdomain(name.trim_end_matches('.')) {
+                c.invalid("spec.externalName", &json!(name), &msg);
+            }
+        }
+        if !cluster_ip.is_empty() {
+            c.forbidden("spec.clusterIP", "may not be set for ExternalName services");
+        }
+    } else {
+        if ports.is_empty() && !headless {
+            c.required("spec.ports");
+        }
+        for (i, ip) in ports_of(spec.get("clusterIPs")).iter().enumerate() {
+            let ip = ip.as_str().unwrap_or("");
+            let field = format!("spec.clusterIPs[{i}]");
+            if ip == "None" {
+                if i > 0 || ports_of(spec.get("clusterIPs")).len() > 1 {
+                    c.invalid(
+                        &field,
+                        &json!(ip),
+                        "'None' must be the first and only value",
+                    );
+                }
+            } else if ip.parse::<IpAddr>().is_err() {
+                c.invalid(&field, &json!(ip), IP_MSG);
+            }
+        }
+        if !cluster_ip.is_empty()
+            && !ports_of(spec.get("clusterIPs")).is_empty()
+            && spec.pointer("/clusterIPs/0").and_then(Value::as_str) != Some(cluster_ip)
+        {
+            c.invalid(
+                "spec.clusterIPs",
+                spec.get("clusterIPs").unwrap_or(&Value::Null),
+                "first value must match `clusterIP`",
+            );
+        }
+        if headless && (ty == "NodePort" || ty == "LoadBalancer") {
+            c.invalid(
+                "spec.clusterIPs[0]",
+                &json!("None"),
+                &format!("may not be set to 'None' for {ty} services"),
+            );
+        }
+        check_supported(
+            c,
+            "spec.ipFamilyPolicy",
+            spec.get("ipFamilyPolicy"),
+            &["PreferDualStack", "RequireDualStack", "SingleStack"],
+        );
+        for (i, f) in ports_of(spec.get("ipFamilies")).iter().enumerate() {
+            check_supported(
+                c,
+                &format!("spec.ipFamilies[{i}]"),
+                Some(f),
+                &["IPv4", "IPv6"],
+            );
+        }
+        check_supported(
+            c,
+            "spec.internalTrafficPolicy",
+            spec.get("internalTrafficPolicy"),
+            &["Cluster", "Local"],
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let pp = format!("spec.ports[{i}]");
+        let name = str_of(port, "name");
+        if name.is_empty() {
+            if ports.len() > 1 {
+                c.required(&format!("{pp}.name"));
+            }
+        } else {
+            for msg in is_dns1123_label(name) {
+                c.invalid(&format!("{pp}.name"), &json!(name), &msg);
+            }
+            if !names.insert(name.to_string()) {
+                c.duplicate(&format!("{pp}.name"), &json!(name));
+            }
+        }
+        let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !is_valid_port(number) {
+            c.invalid(&format!("{pp}.port"), &json!(number), PORT_RANGE_MSG);
+        }
+        check_supported(
+            c,
+            &format!("{pp}.protocol"),
+            port.get("protocol"),
+            &["SCTP", "TCP", "UDP"],
+        );
+        if let Some(tp) = port.get("targetPort") {
+            check_port_ref(c, &format!("{pp}.targetPort"), tp);
+        }
+        let node_port = port.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        if node_port != 0 {
+            if ty == "ClusterIP" || ty == "ExternalName" {
+                c.forbidden(
+                    &format!("{pp}.nodePort"),
+                    &format!("may not be used when `type` is '{ty}'"),
+                );
+            } else if !is_valid_port(node_port) {
+                c.invalid(&format!("{pp}.nodePort"), &json!(node_port), PORT_RANGE_MSG);
+            }
+        }
+        let protocol = str_of(port, "protocol").to_string();
+        if !seen.insert((number, protocol.clone())) {
+            c.duplicate(&pp, &json!(format!("{number}/{protocol}")));
+        }
+    }
+    check_labels(c, "spec.selector", spec.get("selector"));
+}
+
+fn validate_data_keys(obj: &Value, c: &mut Causes) {
+    let mut keys = BTreeSet::new();
+    for field in ["data", "binaryData", "stringData"] {
+        let Some(m) = obj.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        for k in m.keys() {
+            let ok = !k.is_empty()
+                && k.len() <= 253
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                c.invalid(
+                    &format!("{field}[{k}]"),
+                    &json!(k),
+                    &regex_error(
+                        "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                        "[-._a-zA-Z0-9]+",
+                        &["key.name", "KEY_NAME", "key-name"],
+                    ),
+                );
+            }
+            if field != "stringData" && !keys.insert(k.clone()) {
+                c.invalid(
+                    &format!("{field}[{k}]"),
+                    &json!(k),
+                    "duplicate of key present in data",
+                );
+            }
+        }
+    }
+}
+
+fn validate_endpoints(obj: &Value, c: &mut Causes) {
+    for (i, subset) in ports_of(obj.get("subsets")).iter().enumerate() {
+        for key in ["addresses", "notReadyAddresses"] {
+            for (j, a) in ports_of(subset.get(key)).iter().enumerate() {
+                check_ip(c, &format!("subsets[{i}].{key}[{j}].ip"), str_of(a, "ip"));
+            }
+        }
+        let ports = ports_of(subset.get("ports"));
+        for (j, p) in ports.iter().enumerate() {
+            let pp = format!("subsets[{i}].ports[{j}]");
+            let n = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            if !is_valid_port(n) {
+                c.invalid(&format!("{pp}.port"), &json!(n), PORT_RANGE_MSG);
+            }
+            if ports.len() > 1 && str_of(p, "name").is_empty() {
+                c.required(&format!("{pp}.name"));
+            }
+            check_supported(
+                c,
+                &format!("{pp}.protocol"),
+                p.get("protocol"),
+                &["SCTP", "TCP", "UDP"],
+            );
+        }
+    }
+}
+
+fn validate_endpoint_slice(obj: &Value, c: &mut Causes) {
+    let address_type = str_of(obj, "addressType");
+    check_supported(
+        c,
+        "addressType",
+        obj.get("addressType"),
+        &["IPv4", "IPv6", "FQDN"],
+    );
+    if address_type.is_empty() {
+        c.required("addressType");
+    }
+    for (i, e) in ports_of(obj.get("endpoints")).iter().enumerate() {
+        let addresses = ports_of(e.get("addresses"));
+        let field = format!("endpoints[{i}].addresses");
+        if addresses.is_empty() || addresses.len() > 100 {
+            c.invalid(
+                &field,
+                &json!(addresses.len()),
+                "must contain at least 1 address but no more than 100",
+            );
+        }
+        for (j, a) in addresses.iter().enumerate() {
+            let a = a.as_str().unwrap_or("");
+            let af = format!("{field}[{j}]");
+            match address_type {
+                "IPv4" if a.parse::<std::net::Ipv4Addr>().is_err() => {
+                    c.invalid(&af, &json!(a), "must be a valid IPv4 address")
+                }
+                "IPv6" if a.parse::<std::net::Ipv6Addr>().is_err() => {
+                    c.invalid(&af, &json!(a), "must be a valid IPv6 address")
+                }
+                "FQDN" => {
+                    for msg in is_dns1123_subdomain(a) {
+                        c.invalid(&af, &json!(a), &msg);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, p) in ports_of(obj.get("ports")).iter().enumerate() {
+        let pp = format!("ports[{i}]");
+        if let Some(n) = p.get("port").and_then(Value::as_i64)
+            && !is_valid_port(n)
+        {
+            c.invalid(&format!("{pp}.port"), &json!(n), PORT_RANGE_MSG);
+        }
+        check_supported(
+            c,
+            &format!("{pp}.protocol"),
+            p.get("protocol"),
+            &["SCTP", "TCP", "UDP"],
+        );
+    }
+}
+
+fn validate_workload(kind: &str, spec: &Value, c: &mut Causes) {
+    check_non_negative(c, "spec.replicas", spec.get("replicas"));
+    check_non_negative(c, "spec.minReadySeconds", spec.get("minReadySeconds"));
+    check_non_negative(
+        c,
+        "spec.revisionHistoryLimit",
+        spec.get("revisionHistoryLimit"),
+    );
+    let selector = spec.get("selector");
+    let template = spec.get("template").cloned().unwrap_or_else(|| json!({}));
+    let template_labels = template.pointer("/metadata/labels");
+    match selector {
+        None | Some(Value::Null) => c.required("spec.selector"),
+        Some(sel) => {
+            let empty = sel
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .is_none_or(Map::is_empty)
+                && ports_of(sel.get("matchExpressions")).is_empty();
+            if empty {
+                invalid_shown(
+                    c,
+                    "spec.selector",
+                    &go_label_selector(sel),
+                    &format!("empty selector is invalid for {}", kind.to_lowercase()),
+                );
+            } else {
+                match crate::selector::LabelSelector::from_json(sel) {
+                    Err(e) => {
+                        invalid_shown(c, "spec.selector", &go_label_selector(sel), &e.message)
+                    }
+                    Ok(parsed) => {
+                        let labels = template_labels
+                            .and_then(Value::as_object)
+                            .cloned()
+                            .unwrap_or_default();
+                        if !parsed.matches(&labels) {
+                            invalid_shown(
+                                c,
+                                "spec.template.metadata.labels",
+                                &go_string_map(template_labels),
+                                "`selector` does not match template `labels`",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    check_labels(c, "spec.template.metadata.labels", template_labels);
+    check_annotations(
+        c,
+        "spec.template.metadata.annotations",
+        template.pointer("/metadata/annotations"),
+    );
+    let pod_spec = template.get("spec").cloned().unwrap_or_else(|| json!({}));
+    validate_pod_spec(&pod_spec, "spec.template.spec", true, c);
+    match kind {
+        "Deployment" => validate_deployment_strategy(spec, c),
+        "StatefulSet" => {
+            check_supported(
+                c,
+                "spec.podManagementPolicy",
+                spec.get("podManagementPolicy"),
+                &["OrderedReady", "Parallel"],
+            );
+            check_supported(
+                c,
+                "spec.updateStrategy.type",
+                spec.pointer("/updateStrategy/type"),
+                &["OnDelete", "RollingUpdate"],
+            );
+            check_non_negative(
+                c,
+                "spec.updateStrategy.rollingUpdate.partition",
+                spec.pointer("/updateStrategy/rollingUpdate/partition"),
+            );
+            if spec.pointer("/updateStrategy/type") == Some(&json!("OnDelete"))
+                && spec.pointer("/updateStrategy/rollingUpdate").is_some()
+            {
+                c.invalid(
+                    "spec.updateStrategy.rollingUpdate",
+                    spec.pointer("/updateStrategy/rollingUpdate")
+                        .unwrap_or(&Value::Null),
+                    "only allowed for updateStrategy 'RollingUpdate'",
+                );
+            }
+            let service = str_of(spec, "serviceName");
+            if !service.is_empty() {
+                for msg in is_dns1123_label(service) {
+                    c.invalid("spec.serviceName", &json!(service), &msg);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `25%` or `1` (an IntOrString of a rolling update); `(value, is_percent)`.
+fn int_or_percent(v: &Value) -> Option<(i64, bool)> {
+    match v {
+        Value::Number(n) => n.as_i64().map(|n| (n, false)),
+        Value::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse().ok())
+            .map(|n| (n, true)),
+        _ => None,
+    }
+}
+
+fn validate_deployment_strategy(spec: &Value, c: &mut Causes) {
+    let ty = spec.pointer("/strategy/type");
+    check_supported(c, "spec.strategy.type", ty, &["Recreate", "RollingUpdate"]);
+    let rolling = spec.pointer("/strategy/rollingUpdate");
+    if ty == Some(&json!("Recreate")) && rolling.is_some_and(|r| !r.is_null()) {
+        c.forbidden(
+            "spec.strategy.rollingUpdate",
+            "may not be specified when strategy `type` is 'Recreate'",
+        );
+    }
+    if let Some(ru) = rolling.filter(|_| ty == Some(&json!("RollingUpdate"))) {
+        let mut values = Vec::new();
+        for key in ["maxUnavailable", "maxSurge"] {
+            let field = format!("spec.strategy.rollingUpdate.{key}");
+            let v = ru.get(key).cloned().unwrap_or(json!(0));
+            match int_or_percent(&v) {
+                None => c.invalid(&field, &v, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"),
+                Some((n, pct)) => {
+                    if n < 0 {
+                        c.invalid(&field, &v, "must be greater than or equal to 0");
+                    }
+                    if key == "maxUnavailable" && pct && n > 100 {
+                        c.invalid(&field, &v, "must not be greater than 100%");
+                    }
+                    values.push(n);
+                }
+            }
+        }
+        if values == [0, 0] {
+            c.invalid(
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                ru.get("maxUnavailable").unwrap_or(&json!(0)),
+                "may not be 0 when `maxSurge` is 0",
+            );
+        }
+    }
+    if let Some(pd) = spec.get("progressDeadlineSeconds").and_then(Value::as_i64) {
+        let min_ready = spec
+            .get("minReadySeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if pd <= min_ready {
+            c.invalid(
+                "spec.progressDeadlineSeconds",
+                &json!(pd),
+                "must be greater than minReadySeconds",
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Update rules
+// ---------------------------------------------------------------------------------------------
+
+const POD_UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+const STS_UPDATE_FORBIDDEN: &str = "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+
+const IMMUTABLE: &str = "field is immutable";
+
+fn validate_update(rt: &ResourceType, old: &Value, new: &Value, c: &mut Causes) {
+    match (rt.group, rt.kind) {
+        ("", "Pod") => {
+            let mut mutable = new.get("spec").cloned().unwrap_or_default();
+            let old_spec = old.get("spec").cloned().unwrap_or_default();
+            // Neutralise what may change, then any remaining difference is forbidden.
+            for key in ["containers", "initContainers"] {
+                let old_list = ports_of(old_spec.get(key));
+                if let Some(list) = mutable.get_mut(key).and_then(Value::as_array_mut)
+                    && list.len() == old_list.len()
+                {
+                    for (n, o) in list.iter_mut().zip(old_list) {
+                        if let (Some(n), Some(img)) = (n.as_object_mut(), o.get("image")) {
+                            n.insert("image".into(), img.clone());
+                        }
+                    }
+                }
+            }
+            for key in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+                "schedulingGates",
+            ] {
+                copy_field(&old_spec, &mut mutable, key);
+            }
+            if mutable != old_spec {
+                c.forbidden("spec", POD_UPDATE_FORBIDDEN);
+            }
+        }
+        ("", "Service") => {
+            let needs_ip =
+                |v: &Value| v.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName");
+            if needs_ip(old) && needs_ip(new) {
+                let old_ip = old
+                    .pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let new_ip = new
+                    .pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !old_ip.is_empty() && old_ip != new_ip {
+                    c.invalid(
+                        "spec.clusterIPs[0]",
+                        &json!(new_ip),
+                        "may not change once set",
+                    );
+                }
+            }
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => {
+            let old_sel = old.pointer("/spec/selector");
+            let new_sel = new.pointer("/spec/selector");
+            if old_sel != new_sel {
+                invalid_shown(
+                    c,
+                    "spec.selector",
+                    &new_sel
+                        .map(go_label_selector)
+                        .unwrap_or_else(|| "null".into()),
+                    IMMUTABLE,
+                );
+            }
+            if rt.kind == "StatefulSet" {
+                let strip = |v: &Value| {
+                    let mut s = v.get("spec").cloned().unwrap_or_default();
+                    if let Some(m) = s.as_object_mut() {
+                        for key in [
+                            "replicas",
+                            "ordinals",
+                            "template",
+                            "updateStrategy",
+                            "revisionHistoryLimit",
+                            "persistentVolumeClaimRetentionPolicy",
+                            "minReadySeconds",
+                            "selector",
+                        ] {
+                            m.remove(key);
+                        }
+                    }
+                    s
+                };
+                if strip(old) != strip(new) {
+                    c.forbidden("spec", STS_UPDATE_FORBIDDEN);
+                }
+            }
+        }
+        ("", "ConfigMap" | "Secret") => {
+            if old.get("immutable") == Some(&json!(true)) {
+                for key in ["data", "binaryData", "stringData"] {
+                    if old.get(key) != new.get(key) {
+                        c.forbidden(key, "field is immutable when `immutable` is set");
+                    }
+                }
+                if new.get("immutable") != Some(&json!(true)) {
+                    c.forbidden("immutable", "field is immutable when `immutable` is set");
+                }
+            }
+            if rt.kind == "Secret" && old.get("type") != new.get("type") {
+                c.invalid("type", new.get("type").unwrap_or(&Value::Null), IMMUTABLE);
+            }
+        }
+        ("discovery.k8s.io", "EndpointSlice")
+            if old.get("addressType") != new.get("addressType") =>
+        {
+            c.invalid(
+                "addressType",
+                new.get("addressType").unwrap_or(&Value::Null),
+                IMMUTABLE,
+            );
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status validation
+// ---------------------------------------------------------------------------------------------
+
+fn validate_status(rt: &ResourceType, obj: &Value, c: &mut Causes) {
+    let status = obj.get("status").cloned().unwrap_or_default();
+    match (rt.group, rt.kind) {
+        ("", "Pod") => {
+            check_supported(
+                c,
+                "status.phase",
+                status.get("phase").filter(|p| p.as_str() != Some("")),
+                &["Pending", "Running", "Succeeded", "Failed", "Unknown"],
+            );
+            let pod_ip = str_of(&status, "podIP");
+            if !pod_ip.is_empty() {
+                check_ip(c, "status.podIP", pod_ip);
+            }
+            for (i, ip) in ports_of(status.get("podIPs")).iter().enumerate() {
+                check_ip(c, &format!("status.podIPs[{i}].ip"), str_of(ip, "ip"));
+            }
+            if let Some(first) = status.pointer("/podIPs/0/ip").and_then(Value::as_str)
+                && !pod_ip.is_empty()
+                && first != pod_ip
+            {
+                c.invalid(
+                    "status.podIPs[0].ip",
+                    &json!(first),
+                    "must be equal to status.podIP",
+                );
+            }
+            let host_ip = str_of(&status, "hostIP");
+            if !host_ip.is_empty() {
+                check_ip(c, "status.hostIP", host_ip);
+            }
+            for (i, cond) in ports_of(status.get("conditions")).iter().enumerate() {
+                let ty = str_of(cond, "type");
+                for msg in is_qualified_name(ty) {
+                    c.invalid(&format!("status.conditions[{i}].type"), &json!(ty), &msg);
+                }
+                check_supported(
+                    c,
+                    &format!("status.conditions[{i}].status"),
+                    cond.get("status"),
+                    &["True", "False", "Unknown"],
+                );
+            }
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => {
+            for key in [
+                "replicas",
+                "readyReplicas",
+                "availableReplicas",
+                "updatedReplicas",
+                "currentReplicas",
+                "unavailableReplicas",
+                "fullyLabeledReplicas",
+                "observedGeneration",
+            ] {
+                check_non_negative(c, &format!("status.{key}"), status.get(key));
+            }
+        }
+        ("", "Service") => {
+            for (i, ing) in ports_of(status.pointer("/loadBalancer/ingress"))
+                .iter()
+                .enumerate()
+            {
+                let ip = str_of(ing, "ip");
+                if !ip.is_empty() {
+                    check_ip(c, &format!("status.loadBalancer.ingress[{i}].ip"), ip);
+                }
+            }
+        }
+        ("", "Namespace") => {
+            check_supported(
+                c,
+                "status.phase",
+                status.get("phase"),
+                &["Active", "Terminating"],
+            );
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::find;
+
+    fn rt(group: &str, plural: &str) -> &'static ResourceType {
+        find(group, "v1", plural).unwrap()
+    }
+
+    fn with_meta(mut obj: Value, namespaced: bool) -> Value {
+        let m = meta_mut(&mut obj);
+        if namespaced {
+            m.entry("namespace").or_insert(json!("default"));
+        }
+        obj
+    }
+
+    /// Creates `obj`; `Ok` with the stored object or `Err` with `field: message` causes.
+    fn create(group: &str, plural: &str, obj: Value) -> Result<Value, Vec<String>> {
+        let r = rt(group, plural);
+        let mut obj = with_meta(obj, r.namespaced);
+        match prepare_create(r, &mut obj) {
+            Ok(()) => Ok(obj),
+            Err(e) => Err(e
+                .causes
+                .iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect::<Vec<_>>())
+            .map_err(|v| if v.is_empty() { vec![e.message] } else { v }),
+        }
+    }
+
+    /// (group, plural, manifest, expected causes (empty = valid))
+    fn invalid_cases() -> Vec<(&'static str, &'static str, Value, Vec<&'static str>)> {
+        vec![
+            // The seed's headless Service.
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"terra10-headless"},"spec":{"clusterIP":"None","ports":[{"port":80,"targetPort":8080}],"selector":{"app":"terra10"}}}),
+                vec![],
+            ),
+            // kubectl run's body.
+            (
+                "",
+                "pods",
+                json!({"kind":"Pod","apiVersion":"v1","metadata":{"name":"dnsutils","creationTimestamp":null,"labels":{"run":"dnsutils"}},"spec":{"containers":[{"name":"dnsutils","image":"tutum/dnsutils","command":["sleep","infinity"],"resources":{}}],"restartPolicy":"Always","dnsPolicy":"ClusterFirst"},"status":{}}),
+                vec![],
+            ),
+            (
+                "",
+                "pods",
+                json!({"metadata":{"name":"invalid"},"spec":{"containers":[{"name":"c"}]}}),
+                vec!["spec.containers[0].image: Required value"],
+            ),
+            (
+                "",
+                "pods",
+                json!({"metadata":{"name":"Bad_Name"},"spec":{"containers":[{"name":"c","image":"x"}]}}),
+                vec![
+                    "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                ],
+            ),
+            (
+                "",
+                "pods",
+                json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"x","ports":[{"containerPort":70000}]},{"name":"a","image":"y"}]}}),
+                vec![
+                    "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+                    "spec.containers[1].name: Duplicate value: \"a\"",
+                ],
+            ),
+            (
+                "",
+                "pods",
+                json!({"metadata":{"name":"p"},"spec":{"containers":[]}}),
+                vec!["spec.containers: Required value"],
+            ),
+            (
+                "",
+                "pods",
+                json!({"metadata":{"name":"p","labels":{"bad key":"v"}},"spec":{"restartPolicy":"Sometimes","containers":[{"name":"c","image":"x"}]}}),
+                vec![
+                    "metadata.labels: Invalid value: \"bad key\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                    "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+                ],
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"1svc"},"spec":{"ports":[{"port":0}]}}),
+                vec![
+                    "metadata.name: Invalid value: \"1svc\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+                    "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                    "spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive",
+                ],
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"s"},"spec":{}}),
+                vec!["spec.ports: Required value"],
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"s"},"spec":{"clusterIP":"abc","ports":[{"port":80}]}}),
+                vec![
+                    "spec.clusterIPs[0]: Invalid value: \"abc\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                ],
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"s"},"spec":{"type":"NodePort","clusterIP":"None","ports":[{"port":80}]}}),
+                vec![
+                    "spec.clusterIPs[0]: Invalid value: \"None\": may not be set to 'None' for NodePort services",
+                ],
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"s"},"spec":{"ports":[{"port":80},{"port":81,"protocol":"FOO"}]}}),
+                vec![
+                    "spec.ports[0].name: Required value",
+                    "spec.ports[1].name: Required value",
+                    "spec.ports[1].protocol: Unsupported value: \"FOO\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                ],
+            ),
+            (
+                "",
+                "namespaces",
+                json!({"metadata":{"name":"my.ns"}}),
+                vec![
+                    "metadata.name: Invalid value: \"my.ns\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+                ],
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"metadata":{"name":"nginx"},"spec":{"replicas":-1,"selector":{"matchLabels":{"app":"nginx"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}}),
+                vec![
+                    "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+                    "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`",
+                ],
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"metadata":{"name":"nginx"},"spec":{"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}}),
+                vec!["spec.selector: Required value"],
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"metadata":{"name":"nginx"},"spec":{"strategy":{"rollingUpdate":{"maxSurge":0,"maxUnavailable":0}},"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"restartPolicy":"Never","containers":[{"name":"nginx","image":"nginx"}]}}}}),
+                vec![
+                    "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
+                    "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0",
+                ],
+            ),
+            (
+                "apps",
+                "statefulsets",
+                json!({"metadata":{"name":"web"},"spec":{"serviceName":"nginx","selector":{},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}}),
+                vec![
+                    "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for statefulset",
+                ],
+            ),
+            (
+                "",
+                "configmaps",
+                json!({"metadata":{"name":"cm"},"data":{"ok.key":"1","bad/key":"2"}}),
+                vec![
+                    "data[bad/key]: Invalid value: \"bad/key\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                ],
+            ),
+            (
+                "discovery.k8s.io",
+                "endpointslices",
+                json!({"metadata":{"name":"s"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.300"]}],"ports":[{"port":80}]}),
+                vec![
+                    "endpoints[0].addresses[0]: Invalid value: \"10.0.0.300\": must be a valid IPv4 address",
+                ],
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                json!({"metadata":{"name":"l"},"spec":{"leaseDurationSeconds":0}}),
+                vec!["spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn create_validation_matches_kubernetes_messages() {
+        for (group, plural, manifest, expected) in invalid_cases() {
+            let got = create(group, plural, manifest.clone());
+            match got {
+                Ok(_) => assert!(
+                    expected.is_empty(),
+                    "{manifest}: accepted, expected {expected:?}"
+                ),
+                Err(causes) => assert_eq!(causes, expected, "{manifest}"),
+            }
+        }
+    }
+
+    #[test]
+    fn type_errors_are_400_with_the_field_path() {
+        let mut d = json!({"metadata":{"name":"x","namespace":"default"},"spec":{"replicas":"3"}});
+        let e = prepare_create(rt("apps", "deployments"), &mut d).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field .spec.replicas of type int32"
+        );
+    }
+
+    /// (group, plural, manifest, JSON pointer, expected value after defaulting)
+    #[test]
+    fn defaults_match_kubernetes() {
+        let svc = create("", "services", json!({"metadata":{"name":"terra10-headless"},"spec":{"clusterIP":"None","ports":[{"port":80}],"selector":{"app":"terra10"}}})).unwrap();
+        let pod = create("", "pods", json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"nginx","ports":[{"containerPort":80}],"readinessProbe":{"httpGet":{"port":80}}},{"name":"d","image":"busybox:1.36"}]}})).unwrap();
+        let deploy = create("apps", "deployments", json!({"metadata":{"name":"nginx"},"spec":{"selector":{"matchLabels":{"app":"nginx"}},"template":{"metadata":{"labels":{"app":"nginx"}},"spec":{"containers":[{"name":"nginx","image":"nginx:1.25"}]}}}})).unwrap();
+        let sts = create("apps", "statefulsets", json!({"metadata":{"name":"web"},"spec":{"serviceName":"nginx","selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}})).unwrap();
+        let ns = create("", "namespaces", json!({"metadata":{"name":"team-a"}})).unwrap();
+        let secret = create(
+            "",
+            "secrets",
+            json!({"metadata":{"name":"s"},"data":{"k":"dmFsdWU="}}),
+        )
+        .unwrap();
+        let cases: Vec<(&Value, &str, Value)> = vec![
+            (&svc, "/spec/type", json!("ClusterIP")),
+            (&svc, "/spec/clusterIP", json!("None")),
+            (&svc, "/spec/clusterIPs", json!(["None"])),
+            (&svc, "/spec/sessionAffinity", json!("None")),
+            (&svc, "/spec/ports/0/protocol", json!("TCP")),
+            (&svc, "/spec/ports/0/targetPort", json!(80)),
+            (&svc, "/spec/ipFamilyPolicy", json!("SingleStack")),
+            (&svc, "/spec/ipFamilies", json!(["IPv4"])),
+            (&svc, "/spec/internalTrafficPolicy", json!("Cluster")),
+            (&svc, "/status", json!({"loadBalancer":{}})),
+            (&pod, "/spec/restartPolicy", json!("Always")),
+            (&pod, "/spec/dnsPolicy", json!("ClusterFirst")),
+            (&pod, "/spec/schedulerName", json!("default-scheduler")),
+            (&pod, "/spec/terminationGracePeriodSeconds", json!(30)),
+            (&pod, "/spec/securityContext", json!({})),
+            (&pod, "/spec/enableServiceLinks", json!(true)),
+            (&pod, "/spec/serviceAccountName", json!("default")),
+            (&pod, "/spec/containers/0/imagePullPolicy", json!("Always")),
+            (
+                &pod,
+                "/spec/containers/1/imagePullPolicy",
+                json!("IfNotPresent"),
+            ),
+            (
+                &pod,
+                "/spec/containers/0/terminationMessagePath",
+                json!("/dev/termination-log"),
+            ),
+            (
+                &pod,
+                "/spec/containers/0/terminationMessagePolicy",
+                json!("File"),
+            ),
+            (&pod, "/spec/containers/0/ports/0/protocol", json!("TCP")),
+            (
+                &pod,
+                "/spec/containers/0/readinessProbe",
+                json!({"httpGet":{"port":80,"path":"/","scheme":"HTTP"},"timeoutSeconds":1,"periodSeconds":10,"successThreshold":1,"failureThreshold":3}),
+            ),
+            (
+                &pod,
+                "/status",
+                json!({"phase":"Pending","qosClass":"BestEffort"}),
+            ),
+            (&deploy, "/spec/replicas", json!(1)),
+            (
+                &deploy,
+                "/spec/strategy",
+                json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":"25%","maxSurge":"25%"}}),
+            ),
+            (&deploy, "/spec/revisionHistoryLimit", json!(10)),
+            (&deploy, "/spec/progressDeadlineSeconds", json!(600)),
+            (
+                &deploy,
+                "/spec/template/spec/restartPolicy",
+                json!("Always"),
+            ),
+            (&deploy, "/metadata/generation", json!(1)),
+            (&sts, "/spec/podManagementPolicy", json!("OrderedReady")),
+            (
+                &sts,
+                "/spec/updateStrategy",
+                json!({"type":"RollingUpdate","rollingUpdate":{"partition":0}}),
+            ),
+            (
+                &sts,
+                "/spec/persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted":"Retain","whenScaled":"Retain"}),
+            ),
+            (&ns, "/spec/finalizers", json!(["kubernetes"])),
+            (&ns, "/status/phase", json!("Active")),
+            (&secret, "/type", json!("Opaque")),
+        ];
+        for (obj, pointer, expected) in cases {
+            assert_eq!(obj.pointer(pointer), Some(&expected), "{pointer} in {obj}");
+        }
+    }
+
+    #[test]
+    fn qos_classes() {
+        let cases = [
+            (json!({"containers":[{"name":"a"}]}), "BestEffort"),
+            (
+                json!({"containers":[{"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}),
+                "Guaranteed",
+            ),
+            (
+                json!({"containers":[{"resources":{"requests":{"cpu":"1000m","memory":"1Gi"},"limits":{"cpu":"1","memory":"1Gi"}}}]}),
+                "Guaranteed",
+            ),
+            (
+                json!({"containers":[{"resources":{"requests":{"cpu":"100m"}}}]}),
+                "Burstable",
+            ),
+            (
+                json!({"containers":[{"resources":{"limits":{"cpu":"1","memory":"1Gi"}}},{"name":"b"}]}),
+                "Burstable",
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(qos_class(&spec), expected, "{spec}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_paths() {
+        let pods = rt("", "pods");
+        let obj = json!({"metadata":{"name":"p","bogus":1},"spec":{"containers":[{"name":"c","image":"x","imagePolicy":"y"}],"foo":{"a":1}},"status":{}});
+        assert_eq!(
+            unknown_fields(pods, &obj),
+            vec![
+                "metadata.bogus",
+                "spec.containers[0].imagePolicy",
+                "spec.foo"
+            ]
+        );
+        let clean = json!({"metadata":{"name":"p","creationTimestamp":null},"spec":{"containers":[{"name":"c","image":"x","resources":{}}]},"status":{}});
+        assert!(unknown_fields(pods, &clean).is_empty());
+        assert_eq!(
+            strict_decoding_error(&["spec.foo".into()]).message,
+            "strict decoding error: unknown field \"spec.foo\""
+        );
+    }
+
+    #[test]
+    fn updates_keep_system_fields_and_bump_generation() {
+        let deployments = rt("apps", "deployments");
+        let mut old = json!({"metadata":{"name":"nginx","namespace":"default","uid":"u1","creationTimestamp":"2026-01-01T00:00:00Z"},"spec":{"selector":{"matchLabels":{"app":"nginx"}},"template":{"metadata":{"labels":{"app":"nginx"}},"spec":{"containers":[{"name":"nginx","image":"nginx:1.25"}]}}}});
+        prepare_create(deployments, &mut old).unwrap();
+        old["status"] = json!({"replicas": 1});
+        // Same spec: generation unchanged, status kept from old.
+        let mut same = old.clone();
+        same["status"] = json!({"replicas": 7});
+        same["metadata"]["uid"] = json!("other");
+        prepare_update(deployments, &old, &mut same).unwrap();
+        assert_eq!(same["metadata"]["generation"], 1);
+        assert_eq!(same["metadata"]["uid"], "u1");
+        assert_eq!(same["status"], json!({"replicas": 1}));
+        // Image change: generation + 1.
+        let mut changed = old.clone();
+        changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.26");
+        prepare_update(deployments, &old, &mut changed).unwrap();
+        assert_eq!(changed["metadata"]["generation"], 2);
+        // Selector change: immutable.
+        let mut moved = old.clone();
+        moved["spec"]["selector"] = json!({"matchLabels":{"app":"web"}});
+        moved["spec"]["template"]["metadata"]["labels"] = json!({"app":"web"});
+        let e = prepare_update(deployments, &old, &mut moved).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Deployment.apps \"nginx\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
+        );
+    }
+
+    #[test]
+    fn pod_updates_may_change_images_only() {
+        let pods = rt("", "pods");
+        let mut old = json!({"metadata":{"name":"p","namespace":"default"},"spec":{"containers":[{"name":"c","image":"nginx:1.25"}]}});
+        prepare_create(pods, &mut old).unwrap();
+        let mut image = old.clone();
+        image["spec"]["containers"][0]["image"] = json!("nginx:1.26");
+        image["metadata"]["labels"] = json!({"a": "b"});
+        prepare_update(pods, &old, &mut image).unwrap();
+        let mut restart = old.clone();
+        restart["spec"]["restartPolicy"] = json!("Never");
+        let e = prepare_update(pods, &old, &mut restart).unwrap_err();
+        assert_eq!(e.causes[0].field, "spec");
+        assert!(e.causes[0].message.starts_with(
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`"
+        ));
+    }
+
+    #[test]
+    fn service_replace_keeps_the_allocated_cluster_ip() {
+        let services = rt("", "services");
+        let mut old =
+            json!({"metadata":{"name":"s","namespace":"default"},"spec":{"ports":[{"port":80}]}});
+        prepare_create(services, &mut old).unwrap();
+        assert!(service_needs_cluster_ip(&old));
+        old["spec"]["clusterIP"] = json!("10.96.0.20");
+        old["spec"]["clusterIPs"] = json!(["10.96.0.20"]);
+        let mut replace = json!({"metadata":{"name":"s"},"spec":{"ports":[{"port":81}]}});
+        prepare_update(services, &old, &mut replace).unwrap();
+        assert_eq!(replace["spec"]["clusterIP"], "10.96.0.20");
+        assert_eq!(replace["spec"]["clusterIPs"], json!(["10.96.0.20"]));
+        let mut change = old.clone();
+        change["spec"]["clusterIP"] = json!("10.96.0.21");
+        change["spec"]["clusterIPs"] = json!(["10.96.0.21"]);
+        let e = prepare_update(services, &old, &mut change).unwrap_err();
+        assert_eq!(
+            e.causes[0].message,
+            "Invalid value: \"10.96.0.21\": may not change once set"
+        );
+    }
+
+    #[test]
+    fn status_updates_touch_only_status() {
+        let pods = rt("", "pods");
+        let mut old = json!({"metadata":{"name":"p","namespace":"default"},"spec":{"containers":[{"name":"c","image":"nginx"}]}});
+        prepare_create(pods, &mut old).unwrap();
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("changed");
+        new["status"] = json!({"phase":"Running","podIP":"10.244.0.5","podIPs":[{"ip":"10.244.0.5"}],"conditions":[{"type":"Ready","status":"True"}]});
+        prepare_status_update(pods, &old, &mut new).unwrap();
+        assert_eq!(new["spec"]["containers"][0]["image"], "nginx");
+        assert_eq!(new["status"]["phase"], "Running");
+        let mut bad = old.clone();
+        bad["status"] = json!({"phase":"Dancing","podIP":"nope"});
+        let e = prepare_status_update(pods, &old, &mut bad).unwrap_err();
+        let fields: Vec<_> = e.causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, vec!["status.phase", "status.podIP"]);
+    }
+
+    #[test]
+    fn pull_policy_defaults() {
+        for (image, policy) in [
+            ("nginx", "Always"),
+            ("nginx:latest", "Always"),
+            ("nginx:1.25", "IfNotPresent"),
+            ("localhost:5000/nginx", "Always"),
+            ("localhost:5000/nginx:1", "IfNotPresent"),
+            ("nginx@sha256:abc", "IfNotPresent"),
+        ] {
+            assert_eq!(default_pull_policy(image), policy, "{image}");
+        }
+    }
+}
