@@ -203,6 +203,19 @@ pub fn parse_query(b: &[u8]) -> Result<Query<'_>, Malformed> {
     })
 }
 
+/// The offset past the question section of any message (responses included), names possibly compressed.
+pub fn parse_query_like_response(b: &[u8]) -> Option<usize> {
+    let qdcount = be16(b, 4)?;
+    let mut pos = HEADER_LEN;
+    for _ in 0..qdcount {
+        pos = skip_name(b, pos)? + 4;
+        if pos > b.len() {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
 /// Writes into a fixed buffer, never past `limit`. Every write reports whether it fit.
 pub struct Writer<'a> {
     pub buf: &'a mut [u8],
