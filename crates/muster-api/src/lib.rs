@@ -9,6 +9,7 @@
 // value is fine.
 #![allow(clippy::result_large_err)]
 
+pub mod events;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
