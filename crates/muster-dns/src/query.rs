@@ -66,6 +66,33 @@ const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
 /// At most this many additional records per answer (SRV targets).
 const MAX_ADDITIONAL: usize = 128;
 
+/// A fixed-capacity list on the stack, so SRV answers allocate nothing either.
+struct Fixed<T: Copy, const N: usize> {
+    items: [T; N],
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> Fixed<T, N> {
+    fn new(fill: T) -> Self {
+        Fixed {
+            items: [fill; N],
+            len: 0,
+        }
+    }
+    /// Adds an item; silently full beyond N (callers only lose de-duplication or extras).
+    fn push(&mut self, item: T) -> bool {
+        if self.len == N {
+            return false;
+        }
+        self.items[self.len] = item;
+        self.len += 1;
+        true
+    }
+    fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+}
+
 /// What a cluster-zone name is.
 enum Found<'z> {
     NxDomain,
@@ -217,7 +244,14 @@ fn resolve<'z>(zone: &'z Zone, lower: &'z [u8], rel: &[u8]) -> Found<'z> {
                 1 => {
                     let label = from_right(3);
                     if let Some(proto) = label.strip_prefix(b"_") {
-                        if srv_ports(svc).any(|p| p.proto.label() == proto && !p.name.is_empty()) {
+                        let named = |p: &crate::zone::PortData| {
+                            p.proto.label() == proto && !p.name.is_empty()
+                        };
+                        let exists = match svc.kind {
+                            ServiceKind::ClusterIp => svc.ports.iter().any(named),
+                            _ => svc.slices.iter().flat_map(|s| s.ports.iter()).any(named),
+                        };
+                        if exists {
                             Found::NoData
                         } else {
                             Found::NxDomain
@@ -254,7 +288,10 @@ fn resolve<'z>(zone: &'z Zone, lower: &'z [u8], rel: &[u8]) -> Found<'z> {
                 3 => match parse_dashed_ip(from_right(2)) {
                     Some(ip)
                         if zone.compiled.settings.pods == PodMode::Insecure
-                            || zone.pod_ips.contains(&(from_right(1).into(), ip)) =>
+                            || zone
+                                .pod_ips
+                                .get(&ip)
+                                .is_some_and(|nss| nss.iter().any(|n| **n == *from_right(1))) =>
                     {
                         Found::Pod(ip)
                     }
@@ -264,15 +301,6 @@ fn resolve<'z>(zone: &'z Zone, lower: &'z [u8], rel: &[u8]) -> Found<'z> {
             }
         }
         _ => Found::NxDomain,
-    }
-}
-
-/// Ports an SRV question can name: the spec's ports for a ClusterIP service, the slices' for
-/// headless ones.
-fn srv_ports(svc: &ServiceData) -> Box<dyn Iterator<Item = &crate::zone::PortData> + '_> {
-    match svc.kind {
-        ServiceKind::ClusterIp => Box::new(svc.ports.iter()),
-        _ => Box::new(svc.slices.iter().flat_map(|s| s.ports.iter())),
     }
 }
 
@@ -405,7 +433,11 @@ impl Ctx<'_, '_> {
         additional: impl FnOnce(&mut Writer<'_>, &Extra) -> Result<u16, Full>,
     ) -> (usize, u16, bool, Option<usize>) {
         let mut w = Writer::new(out, self.limit);
-        let mut extra = Extra::default();
+        let mut extra = Extra {
+            targets: Fixed::new((0, IpAddr::from([0u8; 4]))),
+            ns_target: None,
+            cname_at: None,
+        };
         let header = wire::write_header(
             &mut w,
             self.q.id,
@@ -468,10 +500,9 @@ impl Ctx<'_, '_> {
 }
 
 /// Data the answer section hands to the additional section.
-#[derive(Default)]
 struct Extra {
     /// `(offset of a target name, its address)` for SRV additional records.
-    targets: Vec<(u16, IpAddr)>,
+    targets: Fixed<(u16, IpAddr), MAX_ADDITIONAL>,
     /// NS glue owner offset.
     ns_target: Option<u16>,
     /// Offset of the CNAME target, for chasing.
@@ -541,7 +572,7 @@ fn respond(
                 if let Some(owner) = extra.ns_target {
                     n += glue(w, zone, owner as usize, ttl, rtype::ANY)?;
                 }
-                for (owner, ip) in &extra.targets {
+                for (owner, ip) in extra.targets.as_slice() {
                     w.address_record(*owner as usize, ttl, &ip_bytes(ip))?;
                     n += 1;
                 }
@@ -740,11 +771,11 @@ fn write_srv(
     let weight = (100 / total) as u16;
     let mut n = 0u16;
     // (target offset, port) of records written, to skip duplicates.
-    let mut written: Vec<(usize, u16)> = Vec::new();
+    let mut written: Fixed<(usize, u16), 512> = Fixed::new((0, 0));
     match svc.kind {
         ServiceKind::ClusterIp => {
             for p in svc.ports.iter().filter(|p| port_matches(p, filter)) {
-                if written.iter().any(|&(_, port)| port == p.port) {
+                if written.as_slice().iter().any(|&(_, port)| port == p.port) {
                     continue;
                 }
                 let at = w.record_start(qname_off, rtype::SRV, ttl)?;
@@ -758,9 +789,7 @@ fn write_srv(
             }
             if n > 0 {
                 for ip in svc.cluster_ips.iter() {
-                    if extra.targets.len() < MAX_ADDITIONAL {
-                        extra.targets.push((svc_off as u16, *ip));
-                    }
+                    extra.targets.push((svc_off as u16, *ip));
                 }
             }
         }
@@ -770,7 +799,7 @@ fn write_srv(
                     for e in s.endpoints.iter().filter(|e| e.is_ready()) {
                         let mut buf = [0u8; 64];
                         let label = endpoint_label(e, &mut buf);
-                        let duplicate = written.iter().any(|&(off, port)| {
+                        let duplicate = written.as_slice().iter().any(|&(off, port)| {
                             port == p.port && {
                                 let len = w.buf[off] as usize;
                                 w.buf[off + 1..off + 1 + len] == *label
@@ -788,9 +817,7 @@ fn write_srv(
                         w.pointer(svc_off)?;
                         w.finish_rdata(at);
                         written.push((target, p.port));
-                        if extra.targets.len() < MAX_ADDITIONAL
-                            && !extra.targets.iter().any(|(_, ip)| *ip == e.ip)
-                        {
+                        if !extra.targets.as_slice().iter().any(|(_, ip)| *ip == e.ip) {
                             extra.targets.push((target as u16, e.ip));
                         }
                         n += 1;

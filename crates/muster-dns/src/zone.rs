@@ -351,8 +351,8 @@ impl PtrRefs {
     }
 }
 
-/// `(namespace label, ip)` pairs of live pods.
-pub(crate) type PodIps = HashSet<(Box<[u8]>, IpAddr), FastBuild>;
+/// Live pod IPs and the namespaces (labels) of the pods that have them.
+pub(crate) type PodIps = HashMap<IpAddr, Vec<Box<[u8]>>, FastBuild>;
 
 /// An immutable snapshot of everything the server answers from the cluster.
 #[derive(Clone)]
@@ -895,15 +895,13 @@ impl ZoneBuilder {
             self.namespaces_dirty = false;
         }
         if self.pods_dirty {
-            self.zone.pod_ips = Arc::new(
-                self.pods
-                    .iter()
-                    .flat_map(|((ns, _), ips)| {
-                        ips.iter()
-                            .map(move |ip| (Box::<[u8]>::from(ns.as_bytes()), *ip))
-                    })
-                    .collect(),
-            );
+            let mut index = PodIps::default();
+            for ((ns, _), ips) in &self.pods {
+                for ip in ips {
+                    index.entry(*ip).or_default().push(ns.as_bytes().into());
+                }
+            }
+            self.zone.pod_ips = Arc::new(index);
             self.pods_dirty = false;
         }
         let dirty: Vec<Key> = self.dirty.drain().collect();
