@@ -342,7 +342,9 @@ impl Ctx {
                     s.metadata.namespace.as_deref().unwrap_or("")
                 ));
             }
-            if !deleted {
+            if deleted {
+                c.dependent_gone(&s.metadata);
+            } else {
                 c.q_gc.add(format!("EndpointSlice:{}", obj_key(s)));
             }
         });
@@ -447,13 +449,25 @@ impl Ctx {
     /// dependent or has deletion finalizers) need the garbage collector's attention.
     fn owner_changed(&self, meta: &ObjectMeta, deleted: bool, kind: &str) {
         let key = format!("{kind}:{}", util::key(meta));
-        if !deleted {
+        if deleted {
+            self.dependent_gone(meta);
+        } else {
             self.q_gc.add(key);
         }
         if let Some(uid) = &meta.uid
             && (deleted || util::is_deleting(meta))
         {
             self.q_gc.add(format!("owner:{uid}"));
+        }
+    }
+}
+
+impl Ctx {
+    /// A dependent went away: an owner waiting for its dependents may be done.
+    fn dependent_gone(&self, meta: &ObjectMeta) {
+        let ns = meta.namespace.as_deref().unwrap_or("");
+        for r in meta.owner_references.iter().flatten() {
+            self.q_gc.add(format!("{}:{ns}/{}", r.kind, r.name));
         }
     }
 }

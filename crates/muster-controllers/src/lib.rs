@@ -4,11 +4,17 @@
 //!
 //! Entry point: [`run`].
 
+pub mod deployment;
 pub mod driver;
+pub mod driver_apps;
+pub mod driver_gc;
 pub mod endpoints;
+pub mod gc;
+pub mod namespace;
 pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
+pub mod statefulset;
 pub mod util;
 
 #[cfg(test)]

@@ -1,0 +1,629 @@
+//! Deployment: one ReplicaSet per pod template (`<deploy>-<pod-template-hash>`), rolled
+//! from old to new with RollingUpdate (maxSurge/maxUnavailable) or Recreate.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::util::{self, Timestamp};
+
+pub const LABEL_HASH: &str = "pod-template-hash";
+pub const ANN_REVISION: &str = "deployment.kubernetes.io/revision";
+pub const ANN_DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
+pub const ANN_MAX: &str = "deployment.kubernetes.io/max-replicas";
+const ANN_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+pub struct Observed<'a> {
+    pub deployment: &'a Deployment,
+    /// ReplicaSets the Deployment controls.
+    pub replicasets: &'a [&'a ReplicaSet],
+    /// Pods of those ReplicaSets (Recreate waits for old ones to be gone).
+    pub pods: &'a [&'a Pod],
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScaleTo {
+    pub replicaset: String,
+    pub from: i32,
+    pub to: i32,
+    /// Annotations to set along with the new size.
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    pub create: Option<ReplicaSet>,
+    pub scale: Vec<ScaleTo>,
+    /// Old ReplicaSets beyond revisionHistoryLimit.
+    pub delete: Vec<String>,
+    pub status: Option<DeploymentStatus>,
+    pub requeue_after: Option<u64>,
+}
+
+fn replicas(d: &Deployment) -> i32 {
+    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0)
+}
+
+fn rs_replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+}
+
+fn rs_status(rs: &ReplicaSet) -> (i32, i32, i32) {
+    let s = rs.status.clone().unwrap_or_default();
+    (
+        s.replicas,
+        s.ready_replicas.unwrap_or(0),
+        s.available_replicas.unwrap_or(0),
+    )
+}
+
+pub fn revision(meta: &ObjectMeta) -> i64 {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `value` (int or "25%") of `total`; percentages round up for surge, down for unavailable.
+pub fn scaled_value(
+    value: Option<&IntOrString>,
+    total: i32,
+    default_pct: i32,
+    round_up: bool,
+) -> i32 {
+    let pct = match value {
+        Some(IntOrString::Int(n)) => return (*n).max(0),
+        Some(IntOrString::String(s)) => {
+            match s.strip_suffix('%').and_then(|p| p.parse::<i32>().ok()) {
+                Some(p) => p,
+                None => default_pct,
+            }
+        }
+        None => default_pct,
+    };
+    let num = total as i64 * pct.max(0) as i64;
+    (if round_up {
+        (num + 99) / 100
+    } else {
+        num / 100
+    }) as i32
+}
+
+/// (maxSurge, maxUnavailable) for a RollingUpdate Deployment; never both zero.
+pub fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
+    let ru = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
+    let n = replicas(d);
+    let surge = scaled_value(ru.and_then(|r| r.max_surge.as_ref()), n, 25, true);
+    let mut unavailable = scaled_value(ru.and_then(|r| r.max_unavailable.as_ref()), n, 25, false);
+    if surge == 0 && unavailable == 0 {
+        unavailable = 1;
+    }
+    (surge, unavailable.min(n))
+}
+
+fn is_recreate(d: &Deployment) -> bool {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        == Some("Recreate")
+}
+
+fn template(d: &Deployment) -> PodTemplateSpec {
+    d.spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default()
+}
+
+/// The template without the hash label, for comparing an RS with its Deployment.
+fn without_hash(t: &PodTemplateSpec) -> PodTemplateSpec {
+    let mut t = t.clone();
+    if let Some(m) = t.metadata.as_mut()
+        && let Some(l) = m.labels.as_mut()
+    {
+        l.remove(LABEL_HASH);
+        if l.is_empty() {
+            m.labels = None;
+        }
+    }
+    t
+}
+
+pub fn pod_template_hash(d: &Deployment) -> String {
+    let collision = d.status.as_ref().and_then(|s| s.collision_count);
+    util::template_hash(&without_hash(&template(d)), collision)
+}
+
+fn rs_annotations(d: &Deployment, revision: i64, surge: i32) -> BTreeMap<String, String> {
+    let mut a: BTreeMap<String, String> = d
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != ANN_LAST_APPLIED && k != ANN_REVISION)
+        .collect();
+    a.insert(ANN_REVISION.into(), revision.to_string());
+    a.insert(ANN_DESIRED.into(), replicas(d).to_string());
+    a.insert(ANN_MAX.into(), (replicas(d) + surge).to_string());
+    a
+}
+
+fn new_replicaset(d: &Deployment, hash: &str, revision: i64, surge: i32, size: i32) -> ReplicaSet {
+    let dname = d.metadata.name.clone().unwrap_or_default();
+    let mut t = without_hash(&template(d));
+    let tm = t.metadata.get_or_insert_default();
+    tm.labels
+        .get_or_insert_default()
+        .insert(LABEL_HASH.into(), hash.into());
+    let mut selector = d
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    selector
+        .match_labels
+        .get_or_insert_default()
+        .insert(LABEL_HASH.into(), hash.into());
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{dname}-{hash}")),
+            namespace: d.metadata.namespace.clone(),
+            labels: tm.labels.clone(),
+            annotations: Some(rs_annotations(d, revision, surge)),
+            owner_references: Some(vec![util::owner_ref("apps/v1", "Deployment", &d.metadata)]),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(size),
+            min_ready_seconds: d.spec.as_ref().and_then(|s| s.min_ready_seconds),
+            selector: LabelSelector { ..selector },
+            template: Some(t),
+        }),
+        status: None,
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    old: Option<&DeploymentCondition>,
+    now: Timestamp,
+    progressed: bool,
+) -> DeploymentCondition {
+    let same = old.is_some_and(|o| o.status == status && o.reason.as_deref() == Some(reason));
+    let same_message = same && old.is_some_and(|o| o.message.as_deref() == Some(message.as_str()));
+    DeploymentCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_transition_time: if same {
+            old.and_then(|o| o.last_transition_time.clone())
+        } else {
+            Some(Time(now))
+        },
+        last_update_time: if same_message && !progressed {
+            old.and_then(|o| o.last_update_time.clone())
+        } else {
+            Some(Time(now))
+        },
+    }
+}
+
+pub fn reconcile(obs: &Observed) -> Plan {
+    let d = obs.deployment;
+    let mut plan = Plan::default();
+    let Some(spec) = d.spec.as_ref() else {
+        return plan;
+    };
+    let want = replicas(d);
+    let paused = spec.paused == Some(true);
+    let deleting = util::is_deleting(&d.metadata);
+    let (surge, max_unavailable) = if is_recreate(d) {
+        (0, want)
+    } else {
+        surge_and_unavailable(d)
+    };
+    let hash = pod_template_hash(d);
+    let dname = d.metadata.name.clone().unwrap_or_default();
+    let new_name = format!("{dname}-{hash}");
+    let tmpl = without_hash(&template(d));
+
+    // The new RS: the one named by the hash, else one with an equal template.
+    let new_rs = obs
+        .replicasets
+        .iter()
+        .copied()
+        .find(|rs| rs.metadata.name.as_deref() == Some(new_name.as_str()))
+        .or_else(|| {
+            obs.replicasets.iter().copied().find(|rs| {
+                rs.spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .is_some_and(|t| without_hash(t) == tmpl)
+            })
+        });
+    let mut olds: Vec<&ReplicaSet> = obs
+        .replicasets
+        .iter()
+        .copied()
+        .filter(|rs| {
+            Some(rs.metadata.name.as_deref())
+                != Some(new_rs.and_then(|n| n.metadata.name.as_deref()))
+        })
+        .collect();
+    olds.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then(a.metadata.name.cmp(&b.metadata.name))
+    });
+    let max_old_revision = olds
+        .iter()
+        .map(|r| revision(&r.metadata))
+        .max()
+        .unwrap_or(0);
+    let old_total: i32 = olds.iter().map(|r| rs_replicas(r)).sum();
+    let old_pods_running = obs.pods.iter().any(|p| {
+        !util::pod_is_terminal(p)
+            && olds
+                .iter()
+                .any(|rs| util::is_controlled_by(&p.metadata, &rs.metadata))
+    });
+
+    let mut created = false;
+    if !deleting && !paused {
+        match new_rs {
+            None => {
+                let size = if is_recreate(d) {
+                    if old_total > 0 || old_pods_running {
+                        None
+                    } else {
+                        Some(want)
+                    }
+                } else {
+                    let current: i32 = old_total;
+                    let room = (want + surge - current).max(0);
+                    Some(room.min(want))
+                };
+                if let Some(size) = size {
+                    plan.create = Some(new_replicaset(d, &hash, max_old_revision + 1, surge, size));
+                    created = true;
+                }
+                if is_recreate(d) {
+                    scale_down_all(&olds, &mut plan, d, surge);
+                }
+            }
+            Some(new) => {
+                let new_revision = revision(&new.metadata);
+                let new_size = rs_replicas(new);
+                let mut annotations_stale = new_revision <= max_old_revision
+                    || new
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(ANN_DESIRED))
+                        != Some(&want.to_string());
+                let revision_now = if new_revision <= max_old_revision {
+                    max_old_revision + 1
+                } else {
+                    new_revision
+                };
+                if is_recreate(d) {
+                    if old_total > 0 {
+                        scale_down_all(&olds, &mut plan, d, surge);
+                    } else if !old_pods_running && new_size != want {
+                        plan.scale.push(ScaleTo {
+                            replicaset: new.metadata.name.clone().unwrap_or_default(),
+                            from: new_size,
+                            to: want,
+                            annotations: rs_annotations(d, revision_now, surge),
+                        });
+                        annotations_stale = false;
+                    }
+                } else {
+                    let all_total = old_total + new_size;
+                    if new_size > want {
+                        plan.scale.push(ScaleTo {
+                            replicaset: new.metadata.name.clone().unwrap_or_default(),
+                            from: new_size,
+                            to: want,
+                            annotations: rs_annotations(d, revision_now, surge),
+                        });
+                        annotations_stale = false;
+                    } else if new_size < want && all_total < want + surge {
+                        let up = (want + surge - all_total).min(want - new_size);
+                        plan.scale.push(ScaleTo {
+                            replicaset: new.metadata.name.clone().unwrap_or_default(),
+                            from: new_size,
+                            to: new_size + up,
+                            annotations: rs_annotations(d, revision_now, surge),
+                        });
+                        annotations_stale = false;
+                    } else if old_total > 0 {
+                        scale_down_old(&olds, new, want, max_unavailable, &mut plan, d, surge);
+                    }
+                }
+                if annotations_stale {
+                    // Same size, new revision (a rollback to this template) or new desired count.
+                    plan.scale.push(ScaleTo {
+                        replicaset: new.metadata.name.clone().unwrap_or_default(),
+                        from: new_size,
+                        to: new_size,
+                        annotations: rs_annotations(d, revision_now, surge),
+                    });
+                }
+            }
+        }
+        // History: old RSs scaled to zero beyond the limit go, oldest first.
+        let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let idle: Vec<&&ReplicaSet> = olds
+            .iter()
+            .filter(|r| rs_replicas(r) == 0 && rs_status(r).0 == 0)
+            .collect();
+        if idle.len() > limit {
+            plan.delete = idle[..idle.len() - limit]
+                .iter()
+                .filter_map(|r| r.metadata.name.clone())
+                .collect();
+        }
+    } else if paused && !deleting {
+        // Paused: only follow scale changes on the current RS.
+        if let Some(new) = new_rs
+            && old_total == 0
+            && rs_replicas(new) != want
+        {
+            plan.scale.push(ScaleTo {
+                replicaset: new.metadata.name.clone().unwrap_or_default(),
+                from: rs_replicas(new),
+                to: want,
+                annotations: rs_annotations(d, revision(&new.metadata).max(1), surge),
+            });
+        }
+    }
+
+    plan.status = status(
+        obs,
+        new_rs,
+        created.then_some(new_name.as_str()),
+        max_unavailable,
+        &mut plan.requeue_after,
+    );
+    plan
+}
+
+fn scale_down_all(olds: &[&ReplicaSet], plan: &mut Plan, d: &Deployment, surge: i32) {
+    for rs in olds {
+        if rs_replicas(rs) > 0 {
+            plan.scale.push(ScaleTo {
+                replicaset: rs.metadata.name.clone().unwrap_or_default(),
+                from: rs_replicas(rs),
+                to: 0,
+                annotations: keep_revision(rs, d, surge),
+            });
+        }
+    }
+}
+
+fn keep_revision(rs: &ReplicaSet, d: &Deployment, surge: i32) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert(ANN_REVISION.into(), revision(&rs.metadata).to_string());
+    a.insert(ANN_DESIRED.into(), replicas(d).to_string());
+    a.insert(ANN_MAX.into(), (replicas(d) + surge).to_string());
+    a
+}
+
+/// Kubernetes' reconcileOldReplicaSets: first drop unhealthy old pods, then scale old RSs
+/// down as far as availability allows, oldest first.
+fn scale_down_old(
+    olds: &[&ReplicaSet],
+    new: &ReplicaSet,
+    want: i32,
+    max_unavailable: i32,
+    plan: &mut Plan,
+    d: &Deployment,
+    surge: i32,
+) {
+    let all_total: i32 = olds.iter().map(|r| rs_replicas(r)).sum::<i32>() + rs_replicas(new);
+    let min_available = want - max_unavailable;
+    let new_unavailable = (rs_replicas(new) - rs_status(new).2).max(0);
+    let mut budget = all_total - min_available - new_unavailable;
+    if budget <= 0 {
+        return;
+    }
+    let mut sizes: Vec<i32> = olds.iter().map(|r| rs_replicas(r)).collect();
+    for (i, rs) in olds.iter().enumerate() {
+        if budget == 0 {
+            break;
+        }
+        let unhealthy = (sizes[i] - rs_status(rs).2).max(0);
+        let cut = unhealthy.min(budget);
+        sizes[i] -= cut;
+        budget -= cut;
+    }
+    let available: i32 = olds.iter().map(|r| rs_status(r).2).sum::<i32>() + rs_status(new).2;
+    let mut more = (available - min_available).max(0);
+    for size in sizes.iter_mut() {
+        if more == 0 {
+            break;
+        }
+        let cut = (*size).min(more);
+        *size -= cut;
+        more -= cut;
+    }
+    for (rs, size) in olds.iter().zip(sizes) {
+        if size != rs_replicas(rs) {
+            plan.scale.push(ScaleTo {
+                replicaset: rs.metadata.name.clone().unwrap_or_default(),
+                from: rs_replicas(rs),
+                to: size,
+                annotations: keep_revision(rs, d, surge),
+            });
+        }
+    }
+}
+
+fn status(
+    obs: &Observed,
+    new_rs: Option<&ReplicaSet>,
+    created: Option<&str>,
+    max_unavailable: i32,
+    requeue: &mut Option<u64>,
+) -> Option<DeploymentStatus> {
+    let d = obs.deployment;
+    let want = replicas(d);
+    let old = d.status.clone().unwrap_or_default();
+    let mut total = 0;
+    let mut ready = 0;
+    let mut available = 0;
+    for rs in obs.replicasets {
+        let (r, re, av) = rs_status(rs);
+        total += r;
+        ready += re;
+        available += av;
+    }
+    let updated = new_rs.map(|r| rs_status(r).0).unwrap_or(0);
+    let new_name = created
+        .map(str::to_string)
+        .or_else(|| new_rs.and_then(|r| r.metadata.name.clone()))
+        .unwrap_or_default();
+    let find = |t: &str| {
+        old.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t)
+            .cloned()
+    };
+    let old_available = find("Available");
+    let old_progressing = find("Progressing");
+    let avail_cond = if available >= want - max_unavailable {
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+            old_available.as_ref(),
+            obs.now,
+            false,
+        )
+    } else {
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+            old_available.as_ref(),
+            obs.now,
+            false,
+        )
+    };
+    let spec = d.spec.clone().unwrap_or_default();
+    let generation_seen = d.metadata.generation;
+    let complete = updated == want
+        && total == want
+        && available == want
+        && new_rs.is_some_and(|r| rs_replicas(r) == want);
+    let progressed = created.is_some()
+        || (
+            old.updated_replicas.unwrap_or(0),
+            old.ready_replicas.unwrap_or(0),
+            old.available_replicas.unwrap_or(0),
+            old.replicas.unwrap_or(0),
+        ) != (updated, ready, available, total);
+    let deadline = spec.progress_deadline_seconds.unwrap_or(600) as i64;
+    let prog_cond = if spec.paused == Some(true) {
+        condition(
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+            old_progressing.as_ref(),
+            obs.now,
+            false,
+        )
+    } else if complete {
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+            old_progressing.as_ref(),
+            obs.now,
+            false,
+        )
+    } else if let Some(name) = created {
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{name}\""),
+            old_progressing.as_ref(),
+            obs.now,
+            true,
+        )
+    } else {
+        let last = old_progressing
+            .as_ref()
+            .and_then(|c| c.last_update_time.as_ref())
+            .map(|t| t.0.as_second())
+            .unwrap_or(obs.now.as_second());
+        let stalled = !progressed && obs.now.as_second() - last > deadline;
+        let was_exceeded = old_progressing
+            .as_ref()
+            .is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+        if (stalled || was_exceeded) && !progressed {
+            condition(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+                old_progressing.as_ref(),
+                obs.now,
+                false,
+            )
+        } else {
+            if !progressed {
+                *requeue = Some((last + deadline + 1 - obs.now.as_second()).max(1) as u64);
+            }
+            condition(
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{new_name}\" is progressing."),
+                old_progressing.as_ref(),
+                obs.now,
+                progressed,
+            )
+        }
+    };
+    let status = DeploymentStatus {
+        replicas: Some(total),
+        updated_replicas: Some(updated),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        unavailable_replicas: Some((want - available).max(0)),
+        observed_generation: generation_seen,
+        collision_count: old.collision_count,
+        conditions: Some(vec![avail_cond, prog_cond]),
+        terminating_replicas: old.terminating_replicas,
+    };
+    (status != old).then_some(status)
+}
+
+#[cfg(test)]
+mod tests;
