@@ -380,148 +380,191 @@ fn lex(s: &str) -> Vec<Token> {
     out
 }
 
+/// A recursive-descent parser over the tokens, following Kubernetes' `labels.Parse` (its
+/// error messages included).
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl Parser {
+    /// The next token; `in`/`notin` read as identifiers where a value is expected, as in
+    /// Kubernetes (so `app=in` selects the value "in").
+    fn peek(&self, values: bool) -> Token {
+        let t = self.tokens[self.pos.min(self.tokens.len() - 1)].clone();
+        match t {
+            Token::In | Token::NotIn if values => Token::Ident(t.literal()),
+            t => t,
+        }
+    }
+
+    fn next(&mut self, values: bool) -> Token {
+        let t = self.peek(values);
+        if self.pos < self.tokens.len() - 1 {
+            self.pos += 1;
+        }
+        t
+    }
+
+    fn selector(&mut self) -> Result<Vec<Requirement>, String> {
+        let mut reqs = Vec::new();
+        loop {
+            match self.peek(true) {
+                Token::Ident(_) | Token::Not => {
+                    let r = self
+                        .requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    reqs.push(r);
+                    match self.next(true) {
+                        Token::End => return Ok(reqs),
+                        Token::Comma => {
+                            let t = self.peek(true);
+                            if !matches!(t, Token::Ident(_) | Token::Not) {
+                                return Err(format!(
+                                    "found '{}', expected: identifier after ','",
+                                    t.literal()
+                                ));
+                            }
+                        }
+                        t => {
+                            return Err(format!(
+                                "found '{}', expected: ',' or 'end of string'",
+                                t.literal()
+                            ));
+                        }
+                    }
+                }
+                Token::End => return Ok(reqs),
+                t => {
+                    return Err(format!(
+                        "found '{}', expected: !, identifier, or 'end of string'",
+                        t.literal()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<Requirement, String> {
+        let mut tok = self.next(true);
+        let negated = tok == Token::Not;
+        if negated {
+            tok = self.next(true);
+        }
+        let Token::Ident(key) = tok else {
+            return Err(format!("found '{}', expected: identifier", tok.literal()));
+        };
+        if negated {
+            return Requirement::new(&key, Operator::DoesNotExist, Vec::new());
+        }
+        if matches!(self.peek(true), Token::End | Token::Comma) {
+            return Requirement::new(&key, Operator::Exists, Vec::new());
+        }
+        let op = match self.next(false) {
+            Token::In => Operator::In,
+            Token::NotIn => Operator::NotIn,
+            Token::Eq => Operator::Equals,
+            Token::DoubleEq => Operator::DoubleEquals,
+            Token::NotEq => Operator::NotEquals,
+            Token::Gt => Operator::GreaterThan,
+            Token::Lt => Operator::LessThan,
+            t => {
+                return Err(format!(
+                    "found '{}', expected: in, notin, =, ==, !=, gt, lt",
+                    t.literal()
+                ));
+            }
+        };
+        let values = if matches!(op, Operator::In | Operator::NotIn) {
+            self.value_set()?
+        } else {
+            vec![self.exact_value()?]
+        };
+        Requirement::new(&key, op, values)
+    }
+
+    fn exact_value(&mut self) -> Result<String, String> {
+        if matches!(self.peek(true), Token::End | Token::Comma) {
+            return Ok(String::new());
+        }
+        match self.next(true) {
+            Token::Ident(v) => Ok(v),
+            t => Err(format!("found '{}', expected: identifier", t.literal())),
+        }
+    }
+
+    /// `(a,b,c)`; empty entries are empty strings, `()` is `[""]`.
+    fn value_set(&mut self) -> Result<Vec<String>, String> {
+        let open = self.next(true);
+        if open != Token::Open {
+            return Err(format!("found '{}' expected: '('", open.literal()));
+        }
+        let first = self.peek(true);
+        match first {
+            Token::Close => {
+                self.next(true);
+                return Ok(vec![String::new()]);
+            }
+            Token::Ident(_) | Token::Comma => {}
+            t => {
+                return Err(format!(
+                    "found '{}', expected: ',', ')' or identifier",
+                    t.literal()
+                ));
+            }
+        }
+        let mut values = Vec::new();
+        loop {
+            match self.next(true) {
+                Token::Ident(v) => {
+                    values.push(v);
+                    match self.peek(true) {
+                        Token::Comma => continue,
+                        Token::Close => break,
+                        t => {
+                            return Err(format!("found '{}', expected: ',' or ')'", t.literal()));
+                        }
+                    }
+                }
+                Token::Comma => {
+                    if values.is_empty() {
+                        values.push(String::new());
+                    }
+                    match self.peek(true) {
+                        Token::Close => {
+                            values.push(String::new());
+                            break;
+                        }
+                        Token::Comma => {
+                            self.next(true);
+                            values.push(String::new());
+                        }
+                        _ => {}
+                    }
+                }
+                t => {
+                    return Err(format!(
+                        "found '{}', expected: ',', or identifier",
+                        t.literal()
+                    ));
+                }
+            }
+        }
+        match self.next(true) {
+            Token::Close => Ok(values),
+            _ => Err(format!("found '{}', expected: ')'", first.literal())),
+        }
+    }
+}
+
 /// Parses the query-string form of a label selector; errors are 400 BadRequest with
 /// Kubernetes' parser messages.
 pub fn parse_label_selector(s: &str) -> ApiResult<LabelSelector> {
-    let tokens = lex(s);
-    let mut pos = 0;
-    let mut reqs = Vec::new();
-    let err = |m: String| ApiError::bad_request(m);
-    if tokens[0] == Token::End {
-        return Ok(LabelSelector::everything());
-    }
-    loop {
-        // key, or !key
-        let mut negated = false;
-        if tokens[pos] == Token::Not {
-            negated = true;
-            pos += 1;
-        }
-        let key = match &tokens[pos] {
-            Token::Ident(k) => k.clone(),
-            t if negated => {
-                return Err(err(format!(
-                    "found '{}', expected: identifier after '!'",
-                    t.literal()
-                )));
-            }
-            t => {
-                return Err(err(format!(
-                    "found '{}', expected: !, identifier, or 'end of string'",
-                    t.literal()
-                )));
-            }
-        };
-        pos += 1;
-        let (op, values) = if negated {
-            (Operator::DoesNotExist, Vec::new())
-        } else {
-            match &tokens[pos] {
-                Token::Comma | Token::End => (Operator::Exists, Vec::new()),
-                Token::Eq | Token::DoubleEq | Token::NotEq | Token::Gt | Token::Lt => {
-                    let op = match tokens[pos] {
-                        Token::Eq => Operator::Equals,
-                        Token::DoubleEq => Operator::DoubleEquals,
-                        Token::NotEq => Operator::NotEquals,
-                        Token::Gt => Operator::GreaterThan,
-                        _ => Operator::LessThan,
-                    };
-                    pos += 1;
-                    let value = match &tokens[pos] {
-                        Token::Ident(v) => {
-                            pos += 1;
-                            v.clone()
-                        }
-                        // `key=` selects the empty value.
-                        Token::Comma | Token::End => String::new(),
-                        t => {
-                            return Err(err(format!(
-                                "found '{}', expected: identifier",
-                                t.literal()
-                            )));
-                        }
-                    };
-                    (op, vec![value])
-                }
-                Token::In | Token::NotIn => {
-                    let op = if tokens[pos] == Token::In {
-                        Operator::In
-                    } else {
-                        Operator::NotIn
-                    };
-                    pos += 1;
-                    if tokens[pos] != Token::Open {
-                        return Err(err(format!(
-                            "found '{}', expected: '('",
-                            tokens[pos].literal()
-                        )));
-                    }
-                    pos += 1;
-                    let mut values = Vec::new();
-                    let mut expect_value = true;
-                    loop {
-                        match &tokens[pos] {
-                            Token::Ident(v) if expect_value => {
-                                values.push(v.clone());
-                                expect_value = false;
-                            }
-                            Token::Comma => {
-                                if expect_value {
-                                    values.push(String::new());
-                                }
-                                expect_value = true;
-                            }
-                            Token::Close => {
-                                if expect_value && !values.is_empty() {
-                                    values.push(String::new());
-                                }
-                                pos += 1;
-                                break;
-                            }
-                            t if expect_value => {
-                                return Err(err(format!(
-                                    "found '{}', expected: ',', ')' or identifier",
-                                    t.literal()
-                                )));
-                            }
-                            t => {
-                                return Err(err(format!(
-                                    "found '{}', expected: ',' or ')'",
-                                    t.literal()
-                                )));
-                            }
-                        }
-                        pos += 1;
-                    }
-                    (op, values)
-                }
-                t => {
-                    return Err(err(format!(
-                        "found '{}', expected: '=', '!=', '==', 'in', notin'",
-                        t.literal()
-                    )));
-                }
-            }
-        };
-        let req = Requirement::new(&key, op, values)
-            .map_err(|m| err(format!("unable to parse requirement: {m}")))?;
-        reqs.push(req);
-        match &tokens[pos] {
-            Token::End => break,
-            Token::Comma => {
-                pos += 1;
-                if tokens[pos] == Token::End {
-                    return Err(err("found '', expected: identifier after ','".into()));
-                }
-            }
-            t => {
-                return Err(err(format!(
-                    "found '{}', expected: ',' or 'end of string'",
-                    t.literal()
-                )));
-            }
-        }
-    }
+    let mut parser = Parser {
+        tokens: lex(s),
+        pos: 0,
+    };
+    let reqs = parser.selector().map_err(ApiError::bad_request)?;
     Ok(LabelSelector::from_requirements(reqs))
 }
 
@@ -547,16 +590,31 @@ impl FieldSelector {
         self.requirements.is_empty()
     }
 
-    /// 400 `field label not supported: <field>` for a field the kind has no label for.
+    /// A 400 for a field the kind has no field label for: `field label not supported: <field>`
+    /// for kinds with their own field labels, Kubernetes' default message for the others.
     pub fn check_supported(&self, rt: &ResourceType) -> ApiResult<()> {
         let probe = Value::Object(Map::new());
         for r in &self.requirements {
-            if field_value(rt, &probe, &r.field).is_none() {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {}",
-                    r.field
-                )));
+            if field_value(rt, &probe, &r.field).is_some() {
+                continue;
             }
+            let own_labels = matches!(
+                (rt.group, rt.kind),
+                (
+                    "",
+                    "Pod" | "Node" | "Event" | "Namespace" | "Secret" | "Service"
+                ) | ("apps", "ReplicaSet" | "StatefulSet")
+                    | ("events.k8s.io", "Event")
+            );
+            let message = if own_labels {
+                format!("field label not supported: {}", r.field)
+            } else {
+                format!(
+                    "{:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
+                    r.field
+                )
+            };
+            return Err(ApiError::bad_request(message));
         }
         Ok(())
     }
@@ -790,6 +848,9 @@ mod tests {
             ("n>3,n<9", "n>3,n<9", true, false),
             ("app=", "app=", false, false),
             ("example.com/role=db", "example.com/role=db", false, false),
+            ("tier in ()", "tier in ()", false, false),
+            ("tier in (web,)", "tier in (,web)", true, false),
+            ("app=in", "app=in", false, false),
         ];
         for (input, canonical, matches_web, matches_none) in cases {
             let sel = parse_label_selector(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -807,14 +868,39 @@ mod tests {
     #[test]
     fn bad_label_selectors_are_400() {
         let cases = [
-            ("app in nginx", "found 'nginx', expected: '('"),
-            ("app in (a b)", "found 'b', expected: ',' or ')'"),
-            ("!", "found '', expected: identifier after '!'"),
-            ("app=a,", "found '', expected: identifier after ','"),
-            ("a b", "found 'b', expected: '=', '!=', '==', 'in', notin'"),
             (
-                "app in ()",
-                "unable to parse requirement: values: Invalid value: []string{}: for 'in', 'notin' operators, values set can't be empty",
+                "app in nginx",
+                "unable to parse requirement: found 'nginx' expected: '('",
+            ),
+            (
+                "app in (a b)",
+                "unable to parse requirement: found 'b', expected: ',' or ')'",
+            ),
+            (
+                "app in (a",
+                "unable to parse requirement: found '', expected: ',' or ')'",
+            ),
+            (
+                "!",
+                "unable to parse requirement: found '', expected: identifier",
+            ),
+            ("!a=b", "found '=', expected: ',' or 'end of string'"),
+            ("app=a,", "found '', expected: identifier after ','"),
+            (
+                "=a",
+                "found '=', expected: !, identifier, or 'end of string'",
+            ),
+            (
+                "a b",
+                "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt",
+            ),
+            (
+                "n>x",
+                "unable to parse requirement: values[0]: Invalid value: \"x\": for 'Gt', 'Lt' operators, the value must be an integer",
+            ),
+            (
+                "-a=x",
+                "unable to parse requirement: key: Invalid value: \"-a\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
             ),
             (
                 "app=a%b",
@@ -917,6 +1003,15 @@ mod tests {
         assert_eq!(
             (e.code, e.message.as_str()),
             (400, "field label not supported: spec.foo")
+        );
+        let deployments = find("apps", "v1", "deployments").unwrap();
+        let e = parse_field_selector("spec.replicas=1")
+            .unwrap()
+            .check_supported(deployments)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "\"spec.replicas\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
         );
         let e = parse_field_selector("nonsense").unwrap_err();
         assert_eq!(

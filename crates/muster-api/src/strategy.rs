@@ -559,6 +559,7 @@ fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
         ("", "Secret") => {
             if let Some(m) = obj.as_object_mut() {
                 default_if_zero(m, "type", json!("Opaque"));
+                merge_string_data(m);
             }
         }
         ("", "Endpoints") => {
@@ -706,6 +707,28 @@ fn default_container(c: &mut Map<String, Value>, host_network: bool) {
         {
             default_if_zero(field_ref, "apiVersion", json!("v1"));
         }
+    }
+}
+
+/// `stringData` is write-only: Kubernetes merges it into `data` (base64, winning over `data`)
+/// and never stores it.
+fn merge_string_data(secret: &mut Map<String, Value>) {
+    use base64::Engine as _;
+    let Some(Value::Object(string_data)) = secret.remove("stringData") else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let data = secret.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    let data = data.as_object_mut().expect("object");
+    for (k, v) in string_data {
+        let plain = v.as_str().unwrap_or_default();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(plain);
+        data.insert(k, json!(encoded));
     }
 }
 
@@ -1272,6 +1295,16 @@ fn validate_object_meta(rt: &ResourceType, obj: &Value, c: &mut Causes) {
 // ---------------------------------------------------------------------------------------------
 
 fn validate(rt: &ResourceType, obj: &Value, c: &mut Causes) {
+    // Kubernetes keeps core/v1 Events on their legacy rules only (no metadata checks).
+    if rt.kind == "Event" {
+        if rt.group == "events.k8s.io" {
+            validate_object_meta(rt, obj, c);
+            validate_event(&crate::events::to_core(obj), true, c);
+        } else {
+            validate_event(obj, false, c);
+        }
+        return;
+    }
     validate_object_meta(rt, obj, c);
     let spec = obj.get("spec").cloned().unwrap_or_else(|| json!({}));
     match (rt.group, rt.kind) {
@@ -1299,34 +1332,102 @@ fn validate(rt: &ResourceType, obj: &Value, c: &mut Causes) {
             }
             check_non_negative(c, "spec.leaseTransitions", spec.get("leaseTransitions"));
         }
-        ("", "Event") => validate_core_event(obj, c),
         _ => {}
     }
 }
 
-fn validate_core_event(obj: &Value, c: &mut Causes) {
-    let ns = obj
+/// Event rules (`event` in core/v1 form). Events with an `eventTime` are "new" events and need
+/// the reporting fields; events written through events.k8s.io (`events_api`) must be new
+/// events and may not use the deprecated fields.
+fn validate_event(event: &Value, events_api: bool, c: &mut Causes) {
+    let text = |key: &str| str_of(event, key);
+    let ns = event
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let involved_ns = obj
+    let involved_ns = event
         .pointer("/involvedObject/namespace")
         .and_then(Value::as_str)
         .unwrap_or("");
-    // Events about namespaced objects live in that object's namespace.
-    if !involved_ns.is_empty() && involved_ns != ns {
+    let has_event_time = event.get("eventTime").is_some_and(|t| !t.is_null());
+    let mismatch = |c: &mut Causes| {
         c.invalid(
             "involvedObject.namespace",
             &json!(involved_ns),
             "does not match event.namespace",
-        );
+        )
+    };
+    let controller_field = if events_api {
+        "reportingController"
+    } else {
+        "reportingComponent"
+    };
+    if !has_event_time {
+        let ok = if involved_ns.is_empty() {
+            ns.is_empty() || ns == "default"
+        } else {
+            ns == involved_ns
+        };
+        if !ok {
+            mismatch(c);
+        }
+    } else {
+        if involved_ns.is_empty() && ns != "default" && ns != "kube-system" {
+            mismatch(c);
+        }
+        let controller = text("reportingComponent");
+        if controller.is_empty() {
+            c.required(controller_field);
+        }
+        for msg in is_qualified_name(controller) {
+            c.invalid(controller_field, &json!(controller), &msg);
+        }
+        for (field, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+            let v = text(field);
+            if v.is_empty() {
+                c.required(field);
+            } else if v.len() > limit {
+                c.invalid(
+                    field,
+                    &json!(""),
+                    &format!("can have at most {limit} characters"),
+                );
+            }
+        }
+        if text("message").len() > 1024 {
+            let field = if events_api { "note" } else { "message" };
+            c.invalid(field, &json!(""), "can have at most 1024 characters");
+        }
     }
-    check_supported(
-        c,
-        "type",
-        obj.get("type").filter(|t| t.as_str() != Some("")),
-        &["Normal", "Warning"],
-    );
+    if !events_api {
+        return;
+    }
+    if !has_event_time {
+        c.required("eventTime");
+    }
+    let ty = text("type");
+    if ty != "Normal" && ty != "Warning" {
+        c.invalid("type", &json!(""), &format!("has invalid value: {ty}"));
+    }
+    for (core, field) in [
+        ("firstTimestamp", "deprecatedFirstTimestamp"),
+        ("lastTimestamp", "deprecatedLastTimestamp"),
+        ("count", "deprecatedCount"),
+    ] {
+        if event
+            .get(core)
+            .is_some_and(|v| !v.is_null() && v != &json!(0))
+        {
+            c.invalid(field, &json!(""), "needs to be unset");
+        }
+    }
+    if event
+        .get("source")
+        .and_then(Value::as_object)
+        .is_some_and(|m| !m.is_empty())
+    {
+        c.invalid("deprecatedSource", &json!(""), "needs to be unset");
+    }
 }
 
 fn validate_pod_spec(spec: &Value, p: &str, in_template: bool, c: &mut Causes) {
@@ -2045,9 +2146,15 @@ fn validate_update(rt: &ResourceType, old: &Value, new: &Value, c: &mut Causes) 
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if !old_ip.is_empty() && old_ip != new_ip {
-                    c.invalid(
+                    let ips = ports_of(new.pointer("/spec/clusterIPs"))
+                        .iter()
+                        .map(|ip| format!("{:?}", ip.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    invalid_shown(
+                        c,
                         "spec.clusterIPs[0]",
-                        &json!(new_ip),
+                        &format!("[]string{{{ips}}}"),
                         "may not change once set",
                     );
                 }
@@ -2394,6 +2501,41 @@ mod tests {
                 json!({"metadata":{"name":"l"},"spec":{"leaseDurationSeconds":0}}),
                 vec!["spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"],
             ),
+            (
+                "",
+                "events",
+                json!({"metadata":{"name":"any_name!"},"involvedObject":{"kind":"Pod","name":"p","namespace":"other"},"reason":"Created","source":{"component":"kubelet"}}),
+                vec![
+                    "involvedObject.namespace: Invalid value: \"other\": does not match event.namespace",
+                ],
+            ),
+            (
+                "",
+                "events",
+                json!({"metadata":{"name":"e"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},"eventTime":"2026-11-23T12:00:00.000000Z","reason":"Created"}),
+                vec![
+                    "reportingComponent: Required value",
+                    "reportingComponent: Invalid value: \"\": name part must be non-empty",
+                    "reportingComponent: Invalid value: \"\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                    "reportingInstance: Required value",
+                    "action: Required value",
+                ],
+            ),
+            (
+                "events.k8s.io",
+                "events",
+                json!({"metadata":{"name":"e"},"regarding":{"kind":"Pod","name":"p","namespace":"default"},"reportingController":"muster/x","reportingInstance":"m1","action":"Create","reason":"Created","type":"Normal","deprecatedCount":2}),
+                vec![
+                    "eventTime: Required value",
+                    "deprecatedCount: Invalid value: \"\": needs to be unset",
+                ],
+            ),
+            (
+                "events.k8s.io",
+                "events",
+                json!({"metadata":{"name":"e"},"eventTime":"2026-11-23T12:00:00.000000Z","regarding":{"kind":"Pod","name":"p","namespace":"default"},"reportingController":"muster/x","reportingInstance":"m1","action":"Create","reason":"Created","type":"Normal","note":"ok"}),
+                vec![],
+            ),
         ]
     }
 
@@ -2433,7 +2575,7 @@ mod tests {
         let secret = create(
             "",
             "secrets",
-            json!({"metadata":{"name":"s"},"data":{"k":"dmFsdWU="}}),
+            json!({"metadata":{"name":"s"},"data":{"k":"dmFsdWU=","both":"b2xk"},"stringData":{"both":"new","plain":"value"}}),
         )
         .unwrap();
         let cases: Vec<(&Value, &str, Value)> = vec![
@@ -2509,6 +2651,11 @@ mod tests {
             (&ns, "/spec/finalizers", json!(["kubernetes"])),
             (&ns, "/status/phase", json!("Active")),
             (&secret, "/type", json!("Opaque")),
+            (
+                &secret,
+                "/data",
+                json!({"k":"dmFsdWU=","both":"bmV3","plain":"dmFsdWU="}),
+            ),
         ];
         for (obj, pointer, expected) in cases {
             assert_eq!(obj.pointer(pointer), Some(&expected), "{pointer} in {obj}");
@@ -2627,8 +2774,8 @@ mod tests {
         change["spec"]["clusterIPs"] = json!(["10.96.0.21"]);
         let e = prepare_update(services, &old, &mut change).unwrap_err();
         assert_eq!(
-            e.causes[0].message,
-            "Invalid value: \"10.96.0.21\": may not change once set"
+            e.message,
+            "Service \"s\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.21\"}: may not change once set"
         );
     }
 
