@@ -46,8 +46,12 @@ use crate::status::{ApiError, ApiResult, Causes};
 /// Defaults and validates a new object. On success `obj` is what is stored.
 pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
     *obj = decode(rt, obj)?;
+    clear_namespace_if_cluster_scoped(rt, obj);
     reset_for_create(rt, obj);
     apply_defaults(rt, obj);
+    if rt.group.is_empty() && rt.kind == "Pod" {
+        admit_pod(obj);
+    }
     if generation_applies(rt) {
         meta_mut(obj).insert("generation".into(), json!(1));
     }
@@ -59,6 +63,7 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
 /// Defaults and validates a replacement of `old` (a PUT, or the result of a PATCH).
 pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiResult<()> {
     *new = decode(rt, new)?;
+    clear_namespace_if_cluster_scoped(rt, new);
     keep_system_metadata(old, new);
     if has_status_subresource(rt) {
         copy_field(old, new, "status");
@@ -91,6 +96,13 @@ pub fn prepare_status_update(rt: &ResourceType, old: &Value, new: &mut Value) ->
         }
     }
     if rt.group.is_empty() && rt.kind == "Pod" {
+        // The QoS class is fixed at create; a status writer that omits it keeps it.
+        if merged.pointer("/status/qosClass").is_none()
+            && let Some(qos) = old.pointer("/status/qosClass")
+            && let Some(status) = merged.get_mut("status").and_then(Value::as_object_mut)
+        {
+            status.insert("qosClass".into(), qos.clone());
+        }
         // pods/status may change labels and annotations (kubelets set them), nothing else.
         for key in ["labels", "annotations"] {
             let m = meta_mut(&mut merged);
@@ -454,6 +466,15 @@ fn reset_for_create(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
+/// Kubernetes silently drops a namespace sent on a cluster-scoped object.
+fn clear_namespace_if_cluster_scoped(rt: &ResourceType, obj: &mut Value) {
+    if !rt.namespaced
+        && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.remove("namespace");
+    }
+}
+
 /// System-owned metadata always comes from the stored object.
 fn keep_system_metadata(old: &Value, new: &mut Value) {
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
@@ -645,16 +666,45 @@ fn default_template(obj: &mut Value) {
 fn default_pod(obj: &mut Value) {
     let spec = obj_mut(obj, "spec");
     default_pod_spec(spec);
-    // What the ServiceAccount and Priority admission plugins add to every pod.
+    let qos = qos_class(&Value::Object(spec.clone()));
+    let status = obj_mut(obj, "status");
+    default_if_zero(status, "phase", json!("Pending"));
+    default_if_zero(status, "qosClass", json!(qos));
+}
+
+/// What Kubernetes' default admission plugins add to a new pod (ServiceAccount, Priority,
+/// DefaultTolerationSeconds). Only on create: later updates may not change these fields.
+fn admit_pod(obj: &mut Value) {
+    let spec = obj_mut(obj, "spec");
     default_if_zero(spec, "serviceAccountName", json!("default"));
     let sa = spec.get("serviceAccountName").cloned().unwrap_or_default();
     default_if_zero(spec, "serviceAccount", sa);
     default_if_missing(spec, "priority", json!(0));
     default_if_missing(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    let qos = qos_class(&Value::Object(spec.clone()));
-    let status = obj_mut(obj, "status");
-    default_if_zero(status, "phase", json!("Pending"));
-    default_if_zero(status, "qosClass", json!(qos));
+    let existing = spec
+        .get("tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut added = Vec::new();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerated = existing.iter().any(|t| {
+            let k = str_of(t, "key");
+            let effect = str_of(t, "effect");
+            (k.is_empty() || k == key) && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !tolerated {
+            added.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+    if !added.is_empty() {
+        let mut all = existing;
+        all.extend(added);
+        spec.insert("tolerations".into(), Value::Array(all));
+    }
 }
 
 fn default_pod_spec(spec: &mut Map<String, Value>) {
@@ -1250,8 +1300,6 @@ fn validate_object_meta(rt: &ResourceType, obj: &Value, c: &mut Causes) {
                 c.invalid("metadata.namespace", &json!(namespace), &msg);
             }
         }
-    } else if !namespace.is_empty() {
-        c.forbidden("metadata.namespace", "not allowed on this type");
     }
     check_labels(c, "metadata.labels", meta.get("labels"));
     check_annotations(c, "metadata.annotations", meta.get("annotations"));
@@ -2571,7 +2619,12 @@ mod tests {
         let pod = create("", "pods", json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"nginx","ports":[{"containerPort":80}],"readinessProbe":{"httpGet":{"port":80}}},{"name":"d","image":"busybox:1.36"}]}})).unwrap();
         let deploy = create("apps", "deployments", json!({"metadata":{"name":"nginx"},"spec":{"selector":{"matchLabels":{"app":"nginx"}},"template":{"metadata":{"labels":{"app":"nginx"}},"spec":{"containers":[{"name":"nginx","image":"nginx:1.25"}]}}}})).unwrap();
         let sts = create("apps", "statefulsets", json!({"metadata":{"name":"web"},"spec":{"serviceName":"nginx","selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}})).unwrap();
-        let ns = create("", "namespaces", json!({"metadata":{"name":"team-a"}})).unwrap();
+        let ns = create(
+            "",
+            "namespaces",
+            json!({"metadata":{"name":"team-a","namespace":"default"}}),
+        )
+        .unwrap();
         let secret = create(
             "",
             "secrets",
@@ -2596,6 +2649,17 @@ mod tests {
             (&pod, "/spec/securityContext", json!({})),
             (&pod, "/spec/enableServiceLinks", json!(true)),
             (&pod, "/spec/serviceAccountName", json!("default")),
+            (&pod, "/spec/priority", json!(0)),
+            (
+                &pod,
+                "/spec/tolerations/0",
+                json!({"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoExecute","tolerationSeconds":300}),
+            ),
+            (
+                &pod,
+                "/spec/tolerations/1/key",
+                json!("node.kubernetes.io/unreachable"),
+            ),
             (&pod, "/spec/containers/0/imagePullPolicy", json!("Always")),
             (
                 &pod,
@@ -2650,6 +2714,7 @@ mod tests {
             ),
             (&ns, "/spec/finalizers", json!(["kubernetes"])),
             (&ns, "/status/phase", json!("Active")),
+            (&ns, "/metadata", json!({"name":"team-a"})),
             (&secret, "/type", json!("Opaque")),
             (
                 &secret,
@@ -2790,6 +2855,7 @@ mod tests {
         prepare_status_update(pods, &old, &mut new).unwrap();
         assert_eq!(new["spec"]["containers"][0]["image"], "nginx");
         assert_eq!(new["status"]["phase"], "Running");
+        assert_eq!(new["status"]["qosClass"], "BestEffort");
         let mut bad = old.clone();
         bad["status"] = json!({"phase":"Dancing","podIP":"nope"});
         let e = prepare_status_update(pods, &old, &mut bad).unwrap_err();
