@@ -1,0 +1,634 @@
+//! Server-side apply and `metadata.managedFields`.
+//!
+//! Field ownership is tracked as sets of paths in Kubernetes' `FieldsV1` notation: a path is a
+//! list of elements `f:<field>`, `k:<merge key as JSON>` (an item of a keyed list) and
+//! `v:<value as JSON>` (an item of a set). Where muster differs from Kubernetes
+//! (structured-merge-diff):
+//! - it has no schema: list types come from the strategic-merge table ([`list_strategy`]) and
+//!   "granular" maps (whose own node is recorded as `.`) from [`is_granular_map`];
+//! - keyed list items are keyed by one field (`k:{"containerPort":80}`), not by every key of
+//!   Kubernetes' multi-field keys (`containerPort` + `protocol`);
+//! - one entry per manager and operation; Update entries are not split by apiVersion or
+//!   subresource.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use super::strategic::{ListStrategy, list_strategy, strategic_merge};
+use crate::registry::ResourceType;
+use crate::status::{ApiError, ApiResult};
+
+/// One owned field: path elements such as `f:spec`, `k:{"name":"web"}`, `v:"x"`.
+type FieldPath = Vec<String>;
+type FieldSet = BTreeSet<FieldPath>;
+
+/// Metadata fields that belong to the server, never to a manager.
+const SERVER_METADATA: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
+/// Maps whose keys are data (labels, ConfigMap data, ...) rather than fields of a struct; their
+/// own node is a member of the set, as in Kubernetes (`"f:labels":{".":{},"f:app":{}}`).
+fn is_granular_map(kind: &str, path: &[&str]) -> bool {
+    let Some(&last) = path.last() else {
+        return false;
+    };
+    match last {
+        "labels" | "annotations" | "nodeSelector" | "matchLabels" | "limits" | "requests"
+        | "capacity" | "allocatable" | "overhead" => true,
+        "data" | "binaryData" | "stringData" => path.len() == 1,
+        "selector" => kind == "Service" && path == ["spec", "selector"],
+        _ => false,
+    }
+}
+
+/// The fields set in `obj`, as a set of paths (members only; a map's own node only when it is
+/// a granular map, a keyed list item's own node always).
+fn field_set(kind: &str, obj: &Value) -> FieldSet {
+    let mut set = FieldSet::new();
+    let Some(root) = obj.as_object() else {
+        return set;
+    };
+    let mut names = Vec::new();
+    let mut path = Vec::new();
+    for (key, value) in root {
+        if key == "apiVersion" || key == "kind" {
+            continue;
+        }
+        if key == "metadata" {
+            let Some(meta) = value.as_object() else {
+                continue;
+            };
+            names.push("metadata".to_string());
+            path.push("f:metadata".to_string());
+            for (mk, mv) in meta {
+                if SERVER_METADATA.contains(&mk.as_str()) {
+                    continue;
+                }
+                collect(kind, &mut names, &mut path, mk, mv, &mut set);
+            }
+            path.pop();
+            names.pop();
+            continue;
+        }
+        collect(kind, &mut names, &mut path, key, value, &mut set);
+    }
+    set
+}
+
+/// Adds the field `key` (holding `value`) under `path` to `set`.
+fn collect(
+    kind: &str,
+    names: &mut Vec<String>,
+    path: &mut FieldPath,
+    key: &str,
+    value: &Value,
+    set: &mut FieldSet,
+) {
+    names.push(key.to_string());
+    path.push(format!("f:{key}"));
+    collect_value(kind, names, path, value, set);
+    path.pop();
+    names.pop();
+}
+
+fn collect_value(
+    kind: &str,
+    names: &mut Vec<String>,
+    path: &mut FieldPath,
+    value: &Value,
+    set: &mut FieldSet,
+) {
+    let name_refs = names.iter().map(String::as_str).collect::<Vec<_>>();
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            if is_granular_map(kind, &name_refs) {
+                set.insert(path.clone());
+            }
+            for (k, v) in map {
+                collect(kind, names, path, k, v, set);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => match list_strategy(kind, &name_refs) {
+            ListStrategy::MergeKey(key) if items.iter().all(|i| i.get(key).is_some()) => {
+                for item in items {
+                    let element = key_element(key, &item[key]);
+                    path.push(element);
+                    set.insert(path.clone());
+                    if let Some(fields) = item.as_object() {
+                        for (k, v) in fields {
+                            collect(kind, names, path, k, v, set);
+                        }
+                    }
+                    path.pop();
+                }
+            }
+            ListStrategy::Set => {
+                set.insert(path.clone());
+                for item in items {
+                    path.push(format!("v:{item}"));
+                    set.insert(path.clone());
+                    path.pop();
+                }
+            }
+            _ => {
+                set.insert(path.clone());
+            }
+        },
+        _ => {
+            set.insert(path.clone());
+        }
+    }
+}
+
+fn key_element(key: &str, value: &Value) -> String {
+    let mut m = Map::new();
+    m.insert(key.to_string(), value.clone());
+    format!("k:{}", Value::Object(m))
+}
+
+/// The set in `FieldsV1` form: nested objects, `.` marking a member that has children.
+fn to_fields_v1(set: &FieldSet) -> Value {
+    #[derive(Default)]
+    struct Node {
+        member: bool,
+        children: std::collections::BTreeMap<String, Node>,
+    }
+    fn render(node: &Node) -> Value {
+        let mut out = Map::new();
+        if node.member && !node.children.is_empty() {
+            out.insert(".".into(), json!({}));
+        }
+        for (k, child) in &node.children {
+            out.insert(k.clone(), render(child));
+        }
+        Value::Object(out)
+    }
+    let mut root = Node::default();
+    for path in set {
+        let mut node = &mut root;
+        for element in path {
+            node = node.children.entry(element.clone()).or_default();
+        }
+        node.member = true;
+    }
+    render(&root)
+}
+
+fn from_fields_v1(value: &Value) -> FieldSet {
+    fn walk(node: &Map<String, Value>, path: &mut FieldPath, set: &mut FieldSet) {
+        for (k, v) in node {
+            if k == "." {
+                set.insert(path.clone());
+                continue;
+            }
+            path.push(k.clone());
+            match v {
+                Value::Object(child) if !child.is_empty() => walk(child, path, set),
+                _ => {
+                    set.insert(path.clone());
+                }
+            }
+            path.pop();
+        }
+    }
+    let mut set = FieldSet::new();
+    if let Value::Object(root) = value {
+        walk(root, &mut Vec::new(), &mut set);
+    }
+    set
+}
+
+/// Finds the item of `items` that a `k:`/`v:` element names.
+fn find_item(items: &[Value], element: &str) -> Option<usize> {
+    if let Some(key) = element.strip_prefix("k:") {
+        let Ok(Value::Object(wanted)) = serde_json::from_str::<Value>(key) else {
+            return None;
+        };
+        items
+            .iter()
+            .position(|item| wanted.iter().all(|(k, v)| item.get(k) == Some(v)))
+    } else if let Some(v) = element.strip_prefix("v:") {
+        let wanted = serde_json::from_str::<Value>(v).ok()?;
+        items.iter().position(|item| *item == wanted)
+    } else if let Some(i) = element.strip_prefix("i:") {
+        i.parse().ok().filter(|i| *i < items.len())
+    } else {
+        None
+    }
+}
+
+fn get_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = obj;
+    for element in path {
+        cur = match element.strip_prefix("f:") {
+            Some(field) => cur.as_object()?.get(field)?,
+            None => {
+                let items = cur.as_array()?;
+                &items[find_item(items, element)?]
+            }
+        };
+    }
+    Some(cur)
+}
+
+fn get_at_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    let mut cur = obj;
+    for element in path {
+        cur = match element.strip_prefix("f:") {
+            Some(field) => cur.as_object_mut()?.get_mut(field)?,
+            None => {
+                let pos = find_item(cur.as_array()?, element)?;
+                &mut cur.as_array_mut()?[pos]
+            }
+        };
+    }
+    Some(cur)
+}
+
+fn remove_at(obj: &mut Value, path: &[String]) {
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
+    let Some(parent) = get_at_mut(obj, parent) else {
+        return;
+    };
+    match last.strip_prefix("f:") {
+        Some(field) => {
+            if let Some(map) = parent.as_object_mut() {
+                map.shift_remove(field);
+            }
+        }
+        None => {
+            if let Some(pos) = parent.as_array().and_then(|items| find_item(items, last)) {
+                parent.as_array_mut().map(|items| items.remove(pos));
+            }
+        }
+    }
+}
+
+/// `.spec.template.spec.containers[name="web"].image`, as Kubernetes prints field paths.
+fn pretty_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for element in path {
+        if let Some(field) = element.strip_prefix("f:") {
+            out.push('.');
+            out.push_str(field);
+        } else if let Some(key) = element.strip_prefix("k:") {
+            let parts = match serde_json::from_str::<Value>(key) {
+                Ok(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => key.to_string(),
+            };
+            out.push_str(&format!("[{parts}]"));
+        } else if let Some(v) = element.strip_prefix("v:") {
+            out.push_str(&format!("[={v}]"));
+        } else if let Some(i) = element.strip_prefix("i:") {
+            out.push_str(&format!("[{i}]"));
+        }
+    }
+    out
+}
+
+/// One `metadata.managedFields` entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: Option<String>,
+    subresource: Option<String>,
+    set: FieldSet,
+}
+
+impl Entry {
+    fn parse(value: &Value) -> Option<Entry> {
+        let s = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(Entry {
+            manager: s("manager").unwrap_or_default(),
+            operation: s("operation")?,
+            api_version: s("apiVersion").unwrap_or_default(),
+            time: s("time"),
+            subresource: s("subresource").filter(|s| !s.is_empty()),
+            set: value
+                .get("fieldsV1")
+                .map(from_fields_v1)
+                .unwrap_or_default(),
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("manager".into(), self.manager.clone().into());
+        m.insert("operation".into(), self.operation.clone().into());
+        m.insert("apiVersion".into(), self.api_version.clone().into());
+        if let Some(t) = &self.time {
+            m.insert("time".into(), t.clone().into());
+        }
+        m.insert("fieldsType".into(), "FieldsV1".into());
+        m.insert("fieldsV1".into(), to_fields_v1(&self.set));
+        if let Some(s) = &self.subresource {
+            m.insert("subresource".into(), s.clone().into());
+        }
+        Value::Object(m)
+    }
+
+    /// How Kubernetes names a manager in conflict messages: appliers by name, updaters with
+    /// the apiVersion they wrote.
+    fn describe(&self) -> String {
+        let mut s = format!("{:?}", self.manager);
+        if let Some(sub) = &self.subresource {
+            s.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+}
+
+fn entries_of(obj: &Value) -> Vec<Entry> {
+    obj.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(Entry::parse).collect())
+        .unwrap_or_default()
+}
+
+fn set_entries(obj: &mut Value, entries: &[Entry]) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let live = entries
+        .iter()
+        .filter(|e| !e.set.is_empty())
+        .map(Entry::to_value)
+        .collect::<Vec<_>>();
+    if live.is_empty() {
+        meta.shift_remove("managedFields");
+    } else {
+        meta.insert("managedFields".into(), Value::Array(live));
+    }
+}
+
+/// Whether `set` holds `path` itself or anything below it.
+fn covers(set: &FieldSet, path: &FieldPath) -> bool {
+    set.range(path.clone()..)
+        .next()
+        .is_some_and(|p| p.starts_with(path))
+}
+
+/// Whether the field at `path` differs between `before` and `after`. A node with owned fields
+/// below it (a map, a list item) only "changes" by appearing or disappearing; its children are
+/// compared on their own.
+fn changed(set: &FieldSet, path: &FieldPath, before: Option<&Value>, after: &Value) -> bool {
+    let has_children = set
+        .range(path.clone()..)
+        .nth(1)
+        .is_some_and(|p| p.starts_with(path));
+    let old = before.and_then(|b| get_at(b, path));
+    let new = get_at(after, path);
+    if has_children {
+        old.is_none() != new.is_none()
+    } else {
+        old != new
+    }
+}
+
+fn strip_managed_fields(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.shift_remove("managedFields");
+    }
+}
+
+/// Server-side apply (`PATCH` with `application/apply-patch+yaml`).
+///
+/// With no `current` object the result is `applied` (to be created), owned by `field_manager`.
+/// Otherwise `applied` is merged into `current` (lists by their merge keys), fields this manager
+/// applied before and no longer applies are removed unless another manager owns them, and
+/// `metadata.managedFields` is updated. A field owned by another manager whose value `applied`
+/// changes is a conflict: 409 unless `force`, in which case ownership moves to `field_manager`.
+pub fn server_side_apply(
+    rt: &ResourceType,
+    current: Option<&Value>,
+    applied: &Value,
+    field_manager: &str,
+    force: bool,
+    now: &str,
+) -> ApiResult<Value> {
+    if field_manager.is_empty() {
+        return Err(ApiError::bad_request(
+            "PATCH: fieldManager is required for apply requests",
+        ));
+    }
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding apply patch: expected an object",
+        ));
+    }
+    if let Some(kind) = applied.get("kind").and_then(Value::as_str)
+        && kind != rt.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the applied configuration ({kind}) does not match the resource ({})",
+            rt.kind
+        )));
+    }
+    let mut applied = applied.clone();
+    strip_managed_fields(&mut applied);
+    let api_version = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| rt.api_version());
+    let applied_set = field_set(rt.kind, &applied);
+    let new_entry = |set: FieldSet, time: Option<String>| Entry {
+        manager: field_manager.to_string(),
+        operation: "Apply".to_string(),
+        api_version: api_version.clone(),
+        time,
+        subresource: None,
+        set,
+    };
+
+    let Some(current) = current else {
+        let mut created = applied.clone();
+        set_entries(
+            &mut created,
+            &[new_entry(applied_set, Some(now.to_string()))],
+        );
+        return Ok(created);
+    };
+
+    let mut entries = entries_of(current);
+    let is_mine = |e: &Entry| e.manager == field_manager && e.operation == "Apply";
+
+    // Conflicts: fields another manager owns whose value this apply would change.
+    let mut conflicts: Vec<(usize, FieldPath)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if is_mine(entry) {
+            continue;
+        }
+        for path in applied_set.intersection(&entry.set) {
+            if changed(&applied_set, path, Some(current), &applied) {
+                conflicts.push((i, path.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        if !force {
+            return Err(conflict_error(&entries, &conflicts));
+        }
+        for (i, path) in &conflicts {
+            entries[*i].set.remove(path);
+        }
+    }
+
+    let mut current_plain = current.clone();
+    strip_managed_fields(&mut current_plain);
+    let mut merged = strategic_merge(rt.kind, &current_plain, &applied)?;
+
+    // Fields this manager no longer applies go away, unless someone else still owns them.
+    let previous = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| e.set.clone())
+        .unwrap_or_default();
+    let others = entries
+        .iter()
+        .filter(|e| !is_mine(e))
+        .flat_map(|e| e.set.iter().cloned())
+        .collect::<FieldSet>();
+    let removable = previous
+        .difference(&applied_set)
+        .filter(|p| !covers(&others, p) && !covers(&applied_set, p))
+        .collect::<Vec<_>>();
+    // Remove only the outermost paths: a list item must go before its key field does, or it
+    // could no longer be found.
+    for path in &removable {
+        let inside_another = removable
+            .iter()
+            .any(|q| q.len() < path.len() && path.starts_with(q));
+        if !inside_another {
+            remove_at(&mut merged, path);
+        }
+    }
+
+    let unchanged = merged == current_plain && previous == applied_set;
+    let time = match entries.iter().find(|e| is_mine(e)) {
+        Some(e) if unchanged => e.time.clone(),
+        _ => Some(now.to_string()),
+    };
+    match entries.iter_mut().find(|e| is_mine(e)) {
+        Some(e) => {
+            e.set = applied_set;
+            e.time = time;
+            e.api_version = api_version.clone();
+        }
+        None => entries.push(new_entry(applied_set, time)),
+    }
+    set_entries(&mut merged, &entries);
+    Ok(merged)
+}
+
+fn conflict_error(entries: &[Entry], conflicts: &[(usize, FieldPath)]) -> ApiError {
+    let mut by_manager: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, path) in conflicts {
+        let shown = pretty_path(path);
+        match by_manager.iter_mut().find(|(m, _)| m == i) {
+            Some((_, paths)) => paths.push(shown),
+            None => by_manager.push((*i, vec![shown])),
+        }
+    }
+    let mut lines = Vec::new();
+    for (i, mut paths) in by_manager {
+        let who = entries[i].describe();
+        if paths.len() == 1 {
+            lines.push(format!("conflict with {who}: {}", paths[0]));
+        } else {
+            paths.sort();
+            lines.push(format!("conflicts with {who}:"));
+            lines.extend(paths.into_iter().map(|p| format!("- {p}")));
+        }
+    }
+    let count = conflicts.len();
+    let noun = if count == 1 { "conflict" } else { "conflicts" };
+    ApiError::new(
+        409,
+        "Conflict",
+        format!("Apply failed with {count} {noun}: {}", lines.join("\n")),
+    )
+}
+
+/// Records an ordinary write (create, update, patch) in `new`'s `metadata.managedFields`:
+/// `field_manager` (with `operation`, normally `Update`) gains the fields the write set or
+/// changed, which other managers lose; fields the write removed leave every manager.
+///
+/// The entries start from `new`'s own `managedFields` if the client sent some, else `old`'s.
+pub fn record_update_manager(
+    rt: &ResourceType,
+    old: Option<&Value>,
+    new: &mut Value,
+    field_manager: &str,
+    operation: &str,
+    now: &str,
+) {
+    let sent = new
+        .pointer("/metadata/managedFields")
+        .is_some_and(Value::is_array);
+    let mut entries = if sent {
+        entries_of(new)
+    } else {
+        old.map(entries_of).unwrap_or_default()
+    };
+    let new_set = field_set(rt.kind, new);
+    let old_set = old.map(|o| field_set(rt.kind, o)).unwrap_or_default();
+    let touched = new_set
+        .iter()
+        .filter(|p| changed(&new_set, p, old, new))
+        .cloned()
+        .collect::<FieldSet>();
+    let removed = old_set.difference(&new_set).cloned().collect::<Vec<_>>();
+
+    let mine = |e: &Entry| {
+        e.manager == field_manager && e.operation == operation && e.subresource.is_none()
+    };
+    for entry in entries.iter_mut() {
+        for path in &removed {
+            entry.set.retain(|p| !p.starts_with(path));
+        }
+        if !mine(entry) {
+            entry.set.retain(|p| !touched.contains(p));
+        }
+    }
+    if !touched.is_empty() {
+        match entries.iter_mut().find(|e| mine(e)) {
+            Some(e) => {
+                e.set.extend(touched);
+                e.time = Some(now.to_string());
+                e.api_version = rt.api_version();
+            }
+            None => entries.push(Entry {
+                manager: field_manager.to_string(),
+                operation: operation.to_string(),
+                api_version: rt.api_version(),
+                time: Some(now.to_string()),
+                subresource: None,
+                set: touched,
+            }),
+        }
+    }
+    set_entries(new, &entries);
+}

@@ -1,0 +1,550 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::registry::find_kind;
+
+fn rt(kind: &str) -> &'static ResourceType {
+    let group = match kind {
+        "Deployment" | "ReplicaSet" | "StatefulSet" => "apps",
+        _ => "",
+    };
+    find_kind(group, kind).expect("known kind")
+}
+
+fn deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "nginx", "namespace": "default", "labels": {"app": "nginx"},
+                     "finalizers": ["a"]},
+        "spec": {
+            "replicas": 2,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "selector": {"matchLabels": {"app": "nginx"}},
+            "template": {
+                "metadata": {"labels": {"app": "nginx"}},
+                "spec": {
+                    "containers": [
+                        {"name": "nginx", "image": "nginx:1.25",
+                         "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                         "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                         "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                        {"name": "sidecar", "image": "busybox", "command": ["sleep", "infinity"]}
+                    ],
+                    "volumes": [{"name": "data", "emptyDir": {}}]
+                }
+            }
+        }
+    })
+}
+
+fn service() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [
+            {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+            {"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}
+        ]}
+    })
+}
+
+/// JSON pointers and the values expected there (`null`: absent).
+type Expect<'a> = &'a [(&'a str, Value)];
+
+/// Applies `patch` (of `patch_type`) to `original` of `kind`, and compares the JSON pointers in
+/// `expect` (pointer → expected value, `null` meaning absent) with the result.
+fn check(
+    name: &str,
+    kind: &str,
+    patch_type: PatchType,
+    original: &Value,
+    patch: &str,
+    expect: &[(&str, Value)],
+) {
+    let out = apply_patch(rt(kind), patch_type, original, patch.as_bytes())
+        .unwrap_or_else(|e| panic!("{name}: patch failed: {e}"));
+    for (pointer, want) in expect {
+        let got = out.pointer(pointer).cloned().unwrap_or(Value::Null);
+        assert_eq!(&got, want, "{name}: {pointer} in {out:#}");
+    }
+    assert!(
+        !out.to_string().contains("\"$"),
+        "{name}: a directive was stored: {out}"
+    );
+}
+
+#[test]
+fn strategic_merge_cases() {
+    use PatchType::StrategicMerge as Smp;
+    let d = deployment();
+    let cases: &[(&str, &Value, &str, Expect)] = &[
+        (
+            "scalar replace keeps the rest",
+            &d,
+            r#"{"spec":{"replicas":3}}"#,
+            &[
+                ("/spec/replicas", json!(3)),
+                ("/spec/template/spec/containers/1/name", json!("sidecar")),
+            ],
+        ),
+        (
+            "null deletes",
+            &d,
+            r#"{"metadata":{"labels":{"app":null}}}"#,
+            &[("/metadata/labels", json!({}))],
+        ),
+        (
+            "kubectl apply: change image, add env, keep sidecar",
+            &d,
+            r#"{"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"nginx"},{"name":"sidecar"}],
+               "containers":[{"env":[{"name":"FOO","value":"bar"}],"image":"nginx:1.26","name":"nginx"}]}}}}"#,
+            &[
+                (
+                    "/spec/template/spec/containers/0/image",
+                    json!("nginx:1.26"),
+                ),
+                (
+                    "/spec/template/spec/containers/0/env/0",
+                    json!({"name": "A", "value": "1"}),
+                ),
+                (
+                    "/spec/template/spec/containers/0/env/2",
+                    json!({"name": "FOO", "value": "bar"}),
+                ),
+                (
+                    "/spec/template/spec/containers/0/ports/0/containerPort",
+                    json!(80),
+                ),
+                ("/spec/template/spec/containers/1/name", json!("sidecar")),
+            ],
+        ),
+        (
+            "kubectl apply: env removed by null, container removed by $patch delete",
+            &d,
+            r#"{"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"nginx"}],
+               "containers":[{"env":null,"image":"nginx:1.25","name":"nginx"},{"$patch":"delete","name":"sidecar"}]}}}}"#,
+            &[
+                ("/spec/template/spec/containers/0/env", Value::Null),
+                (
+                    "/spec/template/spec/containers/0/image",
+                    json!("nginx:1.25"),
+                ),
+                ("/spec/template/spec/containers/1", Value::Null),
+            ],
+        ),
+        (
+            "add a container, then $setElementOrder puts it first",
+            &d,
+            r#"{"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"init"},{"name":"nginx"},{"name":"sidecar"}],
+               "containers":[{"name":"init","image":"alpine"}]}}}}"#,
+            &[
+                ("/spec/template/spec/containers/0/name", json!("init")),
+                ("/spec/template/spec/containers/1/name", json!("nginx")),
+                ("/spec/template/spec/containers/2/name", json!("sidecar")),
+            ],
+        ),
+        (
+            "$setElementOrder alone reorders",
+            &d,
+            r#"{"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"sidecar"},{"name":"nginx"}]}}}}"#,
+            &[
+                ("/spec/template/spec/containers/0/name", json!("sidecar")),
+                (
+                    "/spec/template/spec/containers/1/image",
+                    json!("nginx:1.25"),
+                ),
+            ],
+        ),
+        (
+            "$retainKeys drops rollingUpdate",
+            &d,
+            r#"{"spec":{"strategy":{"$retainKeys":["type"],"type":"Recreate"}}}"#,
+            &[("/spec/strategy", json!({"type": "Recreate"}))],
+        ),
+        (
+            "env entry removed by $patch delete, another merged",
+            &d,
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","env":[{"name":"A","$patch":"delete"},{"name":"B","value":"3"}]}]}}}}"#,
+            &[(
+                "/spec/template/spec/containers/0/env",
+                json!([{"name": "B", "value": "3"}]),
+            )],
+        ),
+        (
+            "container ports merge by containerPort",
+            &d,
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","ports":[{"containerPort":80,"name":"http"},{"containerPort":443}]}]}}}}"#,
+            &[(
+                "/spec/template/spec/containers/0/ports",
+                json!([
+                    {"containerPort": 80, "protocol": "TCP", "name": "http"}, {"containerPort": 443}]),
+            )],
+        ),
+        (
+            "volumeMounts merge by mountPath, volumes by name",
+            &d,
+            r#"{"spec":{"template":{"spec":{"volumes":[{"name":"cache","emptyDir":{}}],
+               "containers":[{"name":"nginx","volumeMounts":[{"mountPath":"/cache","name":"cache"}]}]}}}}"#,
+            &[
+                ("/spec/template/spec/volumes/1/name", json!("cache")),
+                (
+                    "/spec/template/spec/containers/0/volumeMounts/0/mountPath",
+                    json!("/data"),
+                ),
+                (
+                    "/spec/template/spec/containers/0/volumeMounts/1/mountPath",
+                    json!("/cache"),
+                ),
+            ],
+        ),
+        (
+            "other lists (command) are replaced",
+            &d,
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","command":["true"]}]}}}}"#,
+            &[("/spec/template/spec/containers/1/command", json!(["true"]))],
+        ),
+        (
+            "$patch replace on a list",
+            &d,
+            r#"{"spec":{"template":{"spec":{"containers":[{"$patch":"replace"},{"name":"only","image":"x"}]}}}}"#,
+            &[(
+                "/spec/template/spec/containers",
+                json!([{"name": "only", "image": "x"}]),
+            )],
+        ),
+        (
+            "$patch replace on a map",
+            &d,
+            r#"{"spec":{"selector":{"$patch":"replace","matchLabels":{"tier":"web"}}}}"#,
+            &[("/spec/selector", json!({"matchLabels": {"tier": "web"}}))],
+        ),
+        (
+            "$patch delete on a map empties it",
+            &d,
+            r#"{"metadata":{"labels":{"$patch":"delete"}}}"#,
+            &[("/metadata/labels", json!({}))],
+        ),
+        (
+            "finalizers are a set",
+            &d,
+            r#"{"metadata":{"finalizers":["b","a"]}}"#,
+            &[("/metadata/finalizers", json!(["a", "b"]))],
+        ),
+        (
+            "$deleteFromPrimitiveList",
+            &d,
+            r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["a"]}}"#,
+            &[("/metadata/finalizers", json!([]))],
+        ),
+        (
+            "new nested values lose their nulls and directives",
+            &d,
+            r#"{"spec":{"template":{"spec":{"nodeSelector":{"a":"b","c":null}}}}}"#,
+            &[("/spec/template/spec/nodeSelector", json!({"a": "b"}))],
+        ),
+    ];
+    for (name, original, patch, expect) in cases {
+        check(name, "Deployment", Smp, original, patch, expect);
+    }
+
+    let s = service();
+    let service_cases: &[(&str, &str, Expect)] = &[
+        (
+            "service ports merge by port",
+            r#"{"spec":{"ports":[{"port":80,"targetPort":9090}]}}"#,
+            &[
+                (
+                    "/spec/ports/0",
+                    json!({"name": "http", "port": 80, "targetPort": 9090, "protocol": "TCP"}),
+                ),
+                ("/spec/ports/1/port", json!(443)),
+            ],
+        ),
+        (
+            "service port deleted by port",
+            r#"{"spec":{"ports":[{"port":443,"$patch":"delete"}]}}"#,
+            &[
+                ("/spec/ports/1", Value::Null),
+                ("/spec/ports/0/port", json!(80)),
+            ],
+        ),
+        (
+            "service selector is a plain map",
+            r#"{"spec":{"selector":{"tier":"fe"}}}"#,
+            &[("/spec/selector", json!({"app": "web", "tier": "fe"}))],
+        ),
+    ];
+    for (name, patch, expect) in service_cases {
+        check(name, "Service", Smp, &s, patch, expect);
+    }
+
+    let pod = json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+        "spec":{"containers":[{"name":"c","image":"x","ports":[{"containerPort":80}]}]},
+        "status":{"conditions":[{"type":"Ready","status":"False"},{"type":"PodScheduled","status":"True"}]}});
+    let pod_cases: &[(&str, &str, Expect)] = &[
+        (
+            "pod conditions merge by type",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+            &[
+                (
+                    "/status/conditions/0",
+                    json!({"type": "Ready", "status": "True"}),
+                ),
+                ("/status/conditions/1/type", json!("PodScheduled")),
+            ],
+        ),
+        (
+            "pod spec containers merge by name",
+            r#"{"spec":{"containers":[{"name":"c","image":"y"}]}}"#,
+            &[(
+                "/spec/containers/0",
+                json!({"name": "c", "image": "y", "ports": [{"containerPort": 80}]}),
+            )],
+        ),
+    ];
+    for (name, patch, expect) in pod_cases {
+        check(name, "Pod", Smp, &pod, patch, expect);
+    }
+}
+
+#[test]
+fn bad_patches_are_rejected_with_kubernetes_codes() {
+    let d = deployment();
+    let cases: &[(&str, PatchType, &str, u16)] = &[
+        ("smp not json", PatchType::StrategicMerge, "{nope", 400),
+        ("smp not an object", PatchType::StrategicMerge, "[1,2]", 400),
+        ("merge not an object", PatchType::Merge, "\"x\"", 400),
+        (
+            "json patch not a list",
+            PatchType::Json,
+            r#"{"op":"add"}"#,
+            400,
+        ),
+        (
+            "json patch unknown op",
+            PatchType::Json,
+            r#"[{"op":"frob","path":"/a"}]"#,
+            400,
+        ),
+        (
+            "json patch failing test",
+            PatchType::Json,
+            r#"[{"op":"test","path":"/spec/replicas","value":5}]"#,
+            422,
+        ),
+        (
+            "json patch missing path",
+            PatchType::Json,
+            r#"[{"op":"replace","path":"/spec/nosuch/x","value":5}]"#,
+            422,
+        ),
+        (
+            "smp item without merge key",
+            PatchType::StrategicMerge,
+            r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#,
+            400,
+        ),
+        (
+            "smp unknown $patch",
+            PatchType::StrategicMerge,
+            r#"{"spec":{"$patch":"frob"}}"#,
+            400,
+        ),
+        (
+            "smp field outside $retainKeys",
+            PatchType::StrategicMerge,
+            r#"{"spec":{"strategy":{"$retainKeys":["type"],"rollingUpdate":{}}}}"#,
+            422,
+        ),
+        ("apply is not a patch", PatchType::Apply, "{}", 400),
+    ];
+    for (name, patch_type, patch, code) in cases {
+        let err = apply_patch(rt("Deployment"), *patch_type, &d, patch.as_bytes()).expect_err(name);
+        assert_eq!(err.code, *code, "{name}: {err}");
+        assert!(!err.message.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn merge_and_json_patch_cases() {
+    let d = deployment();
+    check(
+        "merge patch replaces lists wholesale",
+        "Deployment",
+        PatchType::Merge,
+        &d,
+        r#"{"metadata":{"labels":{"tier":"web","app":null}},"spec":{"template":{"spec":{"containers":[{"name":"x","image":"y"}]}}}}"#,
+        &[
+            ("/metadata/labels", json!({"tier": "web"})),
+            (
+                "/spec/template/spec/containers",
+                json!([{"name": "x", "image": "y"}]),
+            ),
+        ],
+    );
+    check(
+        "scale-style merge patch",
+        "Deployment",
+        PatchType::Merge,
+        &d,
+        r#"{"spec":{"replicas":3}}"#,
+        &[
+            ("/spec/replicas", json!(3)),
+            ("/spec/strategy/type", json!("RollingUpdate")),
+        ],
+    );
+    check(
+        "json patch ops",
+        "Deployment",
+        PatchType::Json,
+        &d,
+        r#"[{"op":"test","path":"/spec/replicas","value":2},
+            {"op":"replace","path":"/spec/replicas","value":4},
+            {"op":"add","path":"/metadata/labels/tier","value":"web"},
+            {"op":"remove","path":"/spec/template/spec/containers/1"},
+            {"op":"copy","from":"/metadata/name","path":"/metadata/annotations"}]"#,
+        &[
+            ("/spec/replicas", json!(4)),
+            ("/metadata/labels/tier", json!("web")),
+            ("/spec/template/spec/containers/1", Value::Null),
+            ("/metadata/annotations", json!("nginx")),
+        ],
+    );
+}
+
+#[test]
+fn content_types() {
+    let cases = [
+        ("application/json-patch+json", Some(PatchType::Json)),
+        ("application/merge-patch+json", Some(PatchType::Merge)),
+        (
+            "application/strategic-merge-patch+json; charset=utf-8",
+            Some(PatchType::StrategicMerge),
+        ),
+        ("application/apply-patch+yaml", Some(PatchType::Apply)),
+        ("application/apply-patch+cbor", None),
+        ("application/json", None),
+    ];
+    for (ct, want) in cases {
+        assert_eq!(PatchType::from_content_type(ct), want, "{ct}");
+        if let Some(t) = want {
+            assert_eq!(PatchType::from_content_type(t.content_type()), Some(t));
+        }
+    }
+}
+
+#[test]
+fn decode_body_cases() {
+    let ok: &[(&str, &str, Value)] = &[
+        (
+            "application/json",
+            r#"{"kind":"Pod","apiVersion":"v1"}"#,
+            json!({"kind":"Pod","apiVersion":"v1"}),
+        ),
+        (
+            "application/json;charset=utf-8",
+            r#"{"a":[1,2]}"#,
+            json!({"a":[1,2]}),
+        ),
+        (
+            "application/yaml",
+            "kind: Pod\napiVersion: v1\nmetadata:\n  name: x\n  labels: {a: b}\n",
+            json!({"kind":"Pod","apiVersion":"v1","metadata":{"name":"x","labels":{"a":"b"}}}),
+        ),
+        (
+            "application/apply-patch+yaml",
+            r#"{"kind":"Pod"}"#,
+            json!({"kind":"Pod"}),
+        ),
+    ];
+    for (ct, body, want) in ok {
+        assert_eq!(
+            &decode_body(ct, body.as_bytes()).unwrap(),
+            want,
+            "{ct} {body}"
+        );
+    }
+    let bad: &[(&str, &str, u16)] = &[
+        ("application/json", "{", 400),
+        ("application/json", "[1]", 400),
+        ("application/yaml", "a: [", 400),
+        ("application/yaml", "a: 1\n---\nb: 2\n", 400),
+        ("application/cbor", "", 415),
+        ("text/plain", "{}", 415),
+        ("application/vnd.kubernetes.protobuf", "nope", 400),
+    ];
+    for (ct, body, code) in bad {
+        let err = decode_body(ct, body.as_bytes()).expect_err(body);
+        assert_eq!(err.code, *code, "{ct} {body}: {err}");
+    }
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        any::<bool>().prop_map(Value::from),
+        any::<i32>().prop_map(Value::from),
+        "[a-z]{0,4}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-e]{1,2}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn arb_object() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map("[a-e]{1,2}", arb_json(), 0..5)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+/// The RFC 7386 patch that turns `a` into `b` (for values without nulls).
+fn merge_diff(a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut out = serde_json::Map::new();
+            for (k, av) in a {
+                match b.get(k) {
+                    None => {
+                        out.insert(k.clone(), Value::Null);
+                    }
+                    Some(bv) if bv != av => {
+                        out.insert(k.clone(), merge_diff(av, bv));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (k, bv) in b {
+                if !a.contains_key(k) {
+                    out.insert(k.clone(), bv.clone());
+                }
+            }
+            Value::Object(out)
+        }
+        _ => b.clone(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn empty_strategic_patch_is_identity(obj in arb_object()) {
+        for kind in ["Deployment", "Pod", "Service"] {
+            let out = apply_patch(rt(kind), PatchType::StrategicMerge, &obj, b"{}").unwrap();
+            prop_assert_eq!(&out, &obj);
+        }
+    }
+
+    #[test]
+    fn merge_patch_of_diff_gives_target(a in arb_object(), b in arb_object()) {
+        let diff = merge_diff(&a, &b);
+        let out = apply_patch(rt("Pod"), PatchType::Merge, &a, diff.to_string().as_bytes()).unwrap();
+        prop_assert_eq!(&out, &b);
+        // With no lists of objects and no directives, a strategic merge patch agrees.
+        let smp = apply_patch(rt("ConfigMap"), PatchType::StrategicMerge, &a, diff.to_string().as_bytes()).unwrap();
+        prop_assert_eq!(&smp, &b);
+    }
+}
+
+mod apply;

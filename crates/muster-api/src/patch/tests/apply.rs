@@ -1,0 +1,273 @@
+//! Server-side apply and managedFields.
+
+use serde_json::{Value, json};
+
+use super::rt;
+use crate::patch::{record_update_manager, server_side_apply};
+
+const T0: &str = "2026-01-01T00:00:00Z";
+const T1: &str = "2026-01-01T00:01:00Z";
+const T2: &str = "2026-01-01T00:02:00Z";
+
+fn manifest(replicas: i64, image: &str, extra_label: Option<&str>) -> Value {
+    let mut labels = json!({"app": "web"});
+    if let Some(l) = extra_label {
+        labels[l] = json!("yes");
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": image}]}}
+        }
+    })
+}
+
+fn entry<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
+    obj["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|e| e["manager"] == manager)
+}
+
+fn apply(current: Option<&Value>, applied: &Value, manager: &str, force: bool, now: &str) -> Value {
+    server_side_apply(rt("Deployment"), current, applied, manager, force, now)
+        .unwrap_or_else(|e| panic!("apply by {manager} failed: {e}"))
+}
+
+#[test]
+fn create_records_the_applier_in_kubernetes_format() {
+    let created = apply(None, &manifest(2, "nginx", None), "kubectl", false, T0);
+    assert_eq!(created["spec"]["replicas"], 2);
+    let e = entry(&created, "kubectl").expect("entry");
+    assert_eq!(e["operation"], "Apply");
+    assert_eq!(e["apiVersion"], "apps/v1");
+    assert_eq!(e["time"], T0);
+    assert_eq!(e["fieldsType"], "FieldsV1");
+    assert_eq!(
+        e["fieldsV1"],
+        json!({
+            "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+            "f:spec": {
+                "f:replicas": {},
+                "f:selector": {"f:matchLabels": {".": {}, "f:app": {}}},
+                "f:template": {
+                    "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                    "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}}}
+                }
+            }
+        })
+    );
+}
+
+#[test]
+fn reapplying_the_same_manifest_changes_nothing() {
+    let m = manifest(2, "nginx", Some("tier"));
+    let created = apply(None, &m, "kubectl", false, T0);
+    let again = apply(Some(&created), &m, "kubectl", false, T1);
+    assert_eq!(again, created);
+}
+
+#[test]
+fn fields_no_longer_applied_are_removed_unless_owned_by_others() {
+    let created = apply(
+        None,
+        &manifest(2, "nginx", Some("tier")),
+        "kubectl",
+        false,
+        T0,
+    );
+    // Another writer adds a label of its own.
+    let mut labelled = created.clone();
+    labelled["metadata"]["labels"]["owner"] = json!("ops");
+    record_update_manager(
+        rt("Deployment"),
+        Some(&created),
+        &mut labelled,
+        "kubectl-label",
+        "Update",
+        T1,
+    );
+
+    let out = apply(
+        Some(&labelled),
+        &manifest(2, "nginx", None),
+        "kubectl",
+        false,
+        T2,
+    );
+    assert_eq!(
+        out["metadata"]["labels"],
+        json!({"app": "web", "owner": "ops"})
+    );
+    assert_eq!(entry(&out, "kubectl").unwrap()["time"], T2);
+    assert!(entry(&out, "kubectl-label").is_some());
+}
+
+#[test]
+fn removed_list_items_go_away() {
+    let mut two = manifest(2, "nginx", None);
+    two["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "sidecar", "image": "busybox"}));
+    let created = apply(None, &two, "kubectl", false, T0);
+    let out = apply(
+        Some(&created),
+        &manifest(2, "nginx:2", None),
+        "kubectl",
+        false,
+        T1,
+    );
+    assert_eq!(
+        out["spec"]["template"]["spec"]["containers"],
+        json!([{"name": "web", "image": "nginx:2"}])
+    );
+}
+
+#[test]
+fn conflicts_with_other_managers_and_force() {
+    // Client-side apply created the object: kubectl-client-side-apply owns every field.
+    let mut created = manifest(2, "nginx", None);
+    record_update_manager(
+        rt("Deployment"),
+        None,
+        &mut created,
+        "kubectl-client-side-apply",
+        "Update",
+        T0,
+    );
+    assert_eq!(
+        entry(&created, "kubectl-client-side-apply").unwrap()["operation"],
+        "Update"
+    );
+
+    // Same values: no conflict, ownership shared.
+    let shared = apply(
+        Some(&created),
+        &manifest(2, "nginx", None),
+        "kubectl",
+        false,
+        T1,
+    );
+    assert!(entry(&shared, "kubectl").is_some());
+    assert!(entry(&shared, "kubectl-client-side-apply").is_some());
+
+    let cases: &[(&str, Value, &str)] = &[
+        (
+            "one conflict",
+            manifest(3, "nginx", None),
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas",
+        ),
+        (
+            "two conflicts",
+            manifest(3, "nginx:2", None),
+            "Apply failed with 2 conflicts: conflicts with \"kubectl-client-side-apply\" using apps/v1:\n- .spec.replicas\n- .spec.template.spec.containers[name=\"web\"].image",
+        ),
+    ];
+    for (name, applied, message) in cases {
+        let err = server_side_apply(
+            rt("Deployment"),
+            Some(&created),
+            applied,
+            "kubectl",
+            false,
+            T1,
+        )
+        .expect_err(name);
+        assert_eq!(err.code, 409, "{name}");
+        assert_eq!(err.reason, "Conflict", "{name}");
+        assert_eq!(&err.message, message, "{name}");
+
+        let forced = apply(Some(&created), applied, "kubectl", true, T1);
+        assert_eq!(forced["spec"]["replicas"], 3, "{name}");
+        let old_owner = entry(&forced, "kubectl-client-side-apply").unwrap();
+        assert!(
+            old_owner["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+            "{name}: ownership moved: {old_owner}"
+        );
+    }
+
+    // A conflict between two appliers names the other applier without apiVersion.
+    let a = apply(None, &manifest(2, "nginx", None), "alice", false, T0);
+    let err = server_side_apply(
+        rt("Deployment"),
+        Some(&a),
+        &manifest(5, "nginx", None),
+        "bob",
+        false,
+        T1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas"
+    );
+}
+
+#[test]
+fn updates_take_ownership_of_what_they_change() {
+    let created = apply(None, &manifest(2, "nginx", None), "kubectl", false, T0);
+    // `kubectl scale` changes replicas: the applier loses it, so a later apply without
+    // replicas leaves the scaled value alone.
+    let mut scaled = created.clone();
+    scaled["spec"]["replicas"] = json!(5);
+    record_update_manager(
+        rt("Deployment"),
+        Some(&created),
+        &mut scaled,
+        "kubectl-scale",
+        "Update",
+        T1,
+    );
+    assert_eq!(
+        entry(&scaled, "kubectl-scale").unwrap()["fieldsV1"],
+        json!({"f:spec": {"f:replicas": {}}})
+    );
+    assert!(
+        entry(&scaled, "kubectl").unwrap()["fieldsV1"]["f:spec"]
+            .get("f:replicas")
+            .is_none()
+    );
+
+    let mut without = manifest(2, "nginx", None);
+    without["spec"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("replicas");
+    let out = apply(Some(&scaled), &without, "kubectl", false, T2);
+    assert_eq!(out["spec"]["replicas"], 5);
+
+    // An update that changes nothing adds no entry.
+    let mut same = out.clone();
+    record_update_manager(
+        rt("Deployment"),
+        Some(&out),
+        &mut same,
+        "noop",
+        "Update",
+        T2,
+    );
+    assert_eq!(same, out);
+}
+
+#[test]
+fn apply_rejects_bad_input() {
+    let cases: &[(&str, Value, &str)] = &[
+        ("no manager", manifest(1, "x", None), ""),
+        ("not an object", json!([1]), "kubectl"),
+        (
+            "wrong kind",
+            json!({"apiVersion": "v1", "kind": "Pod"}),
+            "kubectl",
+        ),
+    ];
+    for (name, applied, manager) in cases {
+        let err =
+            server_side_apply(rt("Deployment"), None, applied, manager, false, T0).expect_err(name);
+        assert_eq!(err.code, 400, "{name}");
+    }
+}
