@@ -1023,3 +1023,83 @@ mod tests {
         assert_eq!(escaped.to_string(), r"metadata.name=a\,b");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("app".to_string()),
+            Just("tier".to_string()),
+            Just("example.com/role".to_string()),
+            Just("n".to_string()),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("x-1".to_string()),
+            Just("".to_string()),
+        ]
+    }
+
+    fn requirement() -> impl Strategy<Value = Requirement> {
+        let op = prop_oneof![
+            Just(Operator::Equals),
+            Just(Operator::DoubleEquals),
+            Just(Operator::NotEquals),
+            Just(Operator::In),
+            Just(Operator::NotIn),
+            Just(Operator::Exists),
+            Just(Operator::DoesNotExist),
+        ];
+        (key(), op, proptest::collection::vec(value(), 1..4)).prop_map(|(k, op, vals)| {
+            let vals = match op {
+                Operator::Exists | Operator::DoesNotExist => Vec::new(),
+                Operator::In | Operator::NotIn => vals,
+                _ => vec![vals[0].clone()],
+            };
+            Requirement::new(&k, op, vals).unwrap()
+        })
+    }
+
+    fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+        proptest::collection::btree_map(key(), value(), 0..4)
+    }
+
+    /// The meaning of one requirement, written independently of `Requirement::matches`.
+    fn holds(r: &Requirement, labels: &BTreeMap<String, String>) -> bool {
+        let v = labels.get(&r.key);
+        let in_set = v.is_some_and(|v| r.values.contains(v));
+        match r.operator {
+            Operator::Exists => v.is_some(),
+            Operator::DoesNotExist => v.is_none(),
+            Operator::Equals | Operator::DoubleEquals | Operator::In => in_set,
+            Operator::NotEquals | Operator::NotIn => !in_set,
+            Operator::GreaterThan | Operator::LessThan => unreachable!(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn display_then_parse_is_identity(reqs in proptest::collection::vec(requirement(), 0..5),
+                                          labels in labels()) {
+            let sel = LabelSelector::from_requirements(reqs.clone());
+            let text = sel.to_string();
+            let parsed = parse_label_selector(&text).unwrap();
+            prop_assert_eq!(&parsed, &sel, "{}", text);
+            let expected = reqs.iter().all(|r| holds(r, &labels));
+            prop_assert_eq!(parsed.matches(&labels), expected, "{} on {:?}", text, labels);
+        }
+
+        #[test]
+        fn parsing_never_panics(s in "[a-z=!(), ]{0,20}") {
+            let _ = parse_label_selector(&s);
+            let _ = parse_field_selector(&s);
+        }
+    }
+}

@@ -251,8 +251,10 @@ fn roundtrip<T: DeserializeOwned + Serialize>(rt: &ResourceType, obj: &Value) ->
     Ok(known)
 }
 
-/// Drops the empty values the typed decoder invents for required fields the body left out
-/// (`selector: {}` for a missing selector), so validation sees "missing" as Kubernetes does.
+/// Drops the zero values the typed decoder invents for required fields the body left out
+/// (`selector: {}` for a missing selector, `port: 0`), so validation sees "missing" as
+/// Kubernetes does (for Go's non-pointer fields, missing and zero are the same) and nothing
+/// appears that nobody wrote.
 fn prune_invented(sent: &Value, known: &mut Value) {
     match (sent, known) {
         (Value::Object(s), Value::Object(k)) => {
@@ -260,7 +262,9 @@ fn prune_invented(sent: &Value, known: &mut Value) {
                 s.get(key).is_some_and(|sv| !sv.is_null())
                     || !(v.as_object().is_some_and(Map::is_empty)
                         || v.as_array().is_some_and(Vec::is_empty)
-                        || v.as_str() == Some(""))
+                        || v.as_str() == Some("")
+                        || v.as_i64() == Some(0)
+                        || v.as_bool() == Some(false))
             });
             for (key, v) in k.iter_mut() {
                 if let Some(sv) = s.get(key) {
@@ -2874,6 +2878,192 @@ mod tests {
             ("nginx@sha256:abc", "IfNotPresent"),
         ] {
             assert_eq!(default_pull_policy(image), policy, "{image}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod invariants {
+    use super::*;
+    use crate::registry::find;
+
+    /// Valid manifests of every kind, as users and controllers send them.
+    fn corpus() -> Vec<(&'static str, &'static str, Value)> {
+        vec![
+            (
+                "",
+                "pods",
+                json!({"metadata":{"name":"dnsutils","labels":{"run":"dnsutils"}},"spec":{"containers":[{"name":"dnsutils","image":"tutum/dnsutils","command":["sleep","infinity"],"resources":{}}]}}),
+            ),
+            (
+                "",
+                "pods",
+                json!({"metadata":{"name":"web-0"},"spec":{"hostname":"web-0","subdomain":"nginx","volumes":[{"name":"data"},{"name":"cfg","configMap":{"name":"cfg"}}],"containers":[{"name":"web","image":"nginx:1.25","ports":[{"name":"http","containerPort":80}],"volumeMounts":[{"name":"data","mountPath":"/data"}],"livenessProbe":{"tcpSocket":{"port":"http"}},"env":[{"name":"POD_IP","valueFrom":{"fieldRef":{"fieldPath":"status.podIP"}}}]}]}}),
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"terra10-headless"},"spec":{"clusterIP":"None","ports":[{"port":80,"targetPort":8080}],"selector":{"app":"terra10"}}}),
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"web"},"spec":{"type":"NodePort","ports":[{"name":"http","port":80,"nodePort":30080},{"name":"dns","port":53,"protocol":"UDP"}],"selector":{"app":"web"}}}),
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"ext"},"spec":{"type":"ExternalName","externalName":"example.com"}}),
+            ),
+            (
+                "",
+                "endpoints",
+                json!({"metadata":{"name":"web"},"subsets":[{"addresses":[{"ip":"10.244.0.5"}],"ports":[{"port":80}]}]}),
+            ),
+            ("", "namespaces", json!({"metadata":{"name":"team-a"}})),
+            (
+                "",
+                "nodes",
+                json!({"metadata":{"name":"node-1"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}),
+            ),
+            (
+                "",
+                "events",
+                json!({"metadata":{"name":"web.1"},"involvedObject":{"kind":"Pod","name":"web","namespace":"default"},"reason":"Started","message":"Started container","source":{"component":"kubelet"},"type":"Normal","count":1}),
+            ),
+            (
+                "",
+                "configmaps",
+                json!({"metadata":{"name":"cfg"},"data":{"a.conf":"x"}}),
+            ),
+            (
+                "",
+                "secrets",
+                json!({"metadata":{"name":"s"},"stringData":{"password":"hunter2"}}),
+            ),
+            (
+                "",
+                "serviceaccounts",
+                json!({"metadata":{"name":"builder"}}),
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"metadata":{"name":"nginx"},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"nginx"}},"template":{"metadata":{"labels":{"app":"nginx"}},"spec":{"containers":[{"name":"nginx","image":"nginx:1.25","ports":[{"containerPort":80}],"readinessProbe":{"httpGet":{"path":"/","port":80}}}]}}}}),
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"metadata":{"name":"batch"},"spec":{"strategy":{"type":"Recreate"},"selector":{"matchExpressions":[{"key":"app","operator":"In","values":["batch"]}]},"template":{"metadata":{"labels":{"app":"batch"}},"spec":{"containers":[{"name":"b","image":"busybox"}]}}}}),
+            ),
+            (
+                "apps",
+                "replicasets",
+                json!({"metadata":{"name":"terra10-rs"},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"terra10"}},"template":{"metadata":{"labels":{"app":"terra10"}},"spec":{"containers":[{"name":"web","image":"terra10"}]}}}}),
+            ),
+            (
+                "apps",
+                "statefulsets",
+                json!({"metadata":{"name":"web"},"spec":{"serviceName":"nginx","replicas":2,"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}}),
+            ),
+            (
+                "apps",
+                "controllerrevisions",
+                json!({"metadata":{"name":"web-1"},"revision":1,"data":{"spec":{"template":{}}}}),
+            ),
+            (
+                "discovery.k8s.io",
+                "endpointslices",
+                json!({"metadata":{"name":"web-abc","labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","endpoints":[{"addresses":["10.244.0.5"],"conditions":{"ready":true}}],"ports":[{"name":"http","port":80}]}),
+            ),
+            (
+                "events.k8s.io",
+                "events",
+                json!({"metadata":{"name":"web.2"},"eventTime":"2026-11-23T12:00:00.000000Z","regarding":{"kind":"StatefulSet","name":"web","namespace":"default"},"reportingController":"muster/statefulset","reportingInstance":"muster","action":"Create","reason":"SuccessfulCreate","type":"Normal","note":"create Pod web-0"}),
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                json!({"metadata":{"name":"node-1"},"spec":{"holderIdentity":"node-1","leaseDurationSeconds":40}}),
+            ),
+        ]
+    }
+
+    fn created(group: &str, plural: &str, manifest: &Value) -> (&'static ResourceType, Value) {
+        let rt = find(group, "v1", plural).unwrap();
+        let mut obj = manifest.clone();
+        if rt.namespaced {
+            obj["metadata"]["namespace"] = json!("default");
+        }
+        prepare_create(rt, &mut obj).unwrap_or_else(|e| panic!("{plural}: {e}"));
+        (rt, obj)
+    }
+
+    /// Everything the server stores decodes strictly (no false `unknown field` errors for
+    /// kubectl's `fieldValidation=Strict`), and the manifests themselves have no unknowns.
+    #[test]
+    fn stored_objects_and_manifests_have_no_unknown_fields() {
+        for (group, plural, manifest) in corpus() {
+            let (rt, obj) = created(group, plural, &manifest);
+            assert!(unknown_fields(rt, &manifest).is_empty(), "{manifest}");
+            assert!(unknown_fields(rt, &obj).is_empty(), "{obj}");
+        }
+    }
+
+    /// Defaulting twice changes nothing, and an unchanged update keeps the generation.
+    #[test]
+    fn defaulting_is_idempotent_and_noop_updates_are_noops() {
+        for (group, plural, manifest) in corpus() {
+            let (rt, obj) = created(group, plural, &manifest);
+            let mut again = obj.clone();
+            prepare_create(rt, &mut again).unwrap();
+            assert_eq!(again, obj, "{plural}: create(create(x)) != create(x)");
+            let mut same = obj.clone();
+            prepare_update(rt, &obj, &mut same).unwrap_or_else(|e| panic!("{plural}: {e}"));
+            assert_eq!(same, obj, "{plural}: a no-op update changed the object");
+            let mut status = obj.clone();
+            prepare_status_update(rt, &obj, &mut status).unwrap();
+            assert_eq!(
+                status, obj,
+                "{plural}: a no-op status update changed the object"
+            );
+        }
+    }
+
+    /// Nothing the user sent is dropped: every leaf of the manifest is in the stored object
+    /// (except write-only fields Kubernetes converts).
+    #[test]
+    fn nothing_sent_is_dropped() {
+        fn leaves(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
+            match v {
+                Value::Object(m) if !m.is_empty() => {
+                    for (k, v) in m {
+                        let k = k.replace('~', "~0").replace('/', "~1");
+                        leaves(v, format!("{path}/{k}"), out);
+                    }
+                }
+                Value::Array(a) if !a.is_empty() => {
+                    for (i, v) in a.iter().enumerate() {
+                        leaves(v, format!("{path}/{i}"), out);
+                    }
+                }
+                other => out.push((path, other.clone())),
+            }
+        }
+        for (group, plural, manifest) in corpus() {
+            let (_, obj) = created(group, plural, &manifest);
+            let mut sent = Vec::new();
+            leaves(&manifest, String::new(), &mut sent);
+            for (pointer, value) in sent {
+                if pointer.starts_with("/stringData") {
+                    continue;
+                }
+                let stored = obj.pointer(&pointer);
+                // Times are re-rendered in Kubernetes' canonical format.
+                let same =
+                    stored == Some(&value) || (pointer.ends_with("Time") && stored.is_some());
+                assert!(same, "{plural}: {pointer} = {value} became {stored:?}");
+            }
         }
     }
 }
