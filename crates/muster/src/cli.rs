@@ -138,11 +138,9 @@ pub fn init_tracing(cli: &Cli) {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up(_)
-        | Command::Apiserver(_)
-        | Command::Controllers(_)
-        | Command::Dns(_)
-        | Command::Agent(_) => {
+        Command::Up(args) => crate::up::run(args).await,
+        Command::Apiserver(args) => crate::apiserver_cmd::run(args).await,
+        Command::Controllers(_) | Command::Dns(_) | Command::Agent(_) => {
             anyhow::bail!("not wired yet")
         }
     }

@@ -1,6 +1,8 @@
 //! The `muster` binary: command-line parsing and wiring. Logic lives in the library crates.
 
+mod apiserver_cmd;
 mod cli;
+mod up;
 
 use clap::Parser;
 

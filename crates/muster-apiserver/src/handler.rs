@@ -1,0 +1,1915 @@
+//! Request handling: routes to discovery, OpenAPI, health, and the object verbs.
+//!
+//! Invariant: a request that fails stores nothing. Every check (validation, preconditions,
+//! namespace lifecycle, allocation) runs before the one store write that commits the request,
+//! and allocations made for a write that then fails are released.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use muster_api::registry::{self, ResourceType};
+use muster_api::{ApiError, ApiResult};
+use muster_store::{Store, StoreError};
+use parking_lot::RwLock;
+use serde_json::{Map, Value, json};
+
+use crate::alloc::{self, Allocator, ServiceCidr};
+use crate::compat::{self, PatchType};
+use crate::http::{bytes_response, error_response, json_response, text_response};
+use crate::metrics::Metrics;
+use crate::openapi::OpenApi;
+use crate::query::{FieldValidation, Query, wants_aggregated_discovery, wants_table};
+use crate::route::{ResourcePath, Route};
+use crate::table::{self, IncludeObject};
+use crate::{Readiness, discovery};
+
+/// Kubernetes' limit on request bodies.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+const ENDPOINTS_WARNING: &str =
+    "299 - \"v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice\"";
+/// Namespaces that can never be deleted.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+/// How often an update that lost a race on the store is retried.
+const UPDATE_RETRIES: usize = 16;
+
+/// What the node agent gets for `pods/log` and `pods/exec`.
+pub struct NodeProxyRequest {
+    pub node_name: String,
+    /// `InternalIP:kubeletEndpoint.Port` from the Node's status, when it has them.
+    pub node_address: Option<std::net::SocketAddr>,
+    pub namespace: String,
+    pub pod: String,
+    /// `log` or `exec`.
+    pub subresource: String,
+    pub request: Request<Incoming>,
+}
+
+/// Serves `pods/log` and `pods/exec` (the node agent implements it).
+pub trait NodeProxy: Send + Sync + 'static {
+    fn proxy(&self, req: NodeProxyRequest) -> BoxFuture<'static, Response<Body>>;
+}
+
+pub struct State {
+    pub store: Arc<dyn Store>,
+    pub token: String,
+    pub readiness: Readiness,
+    pub alloc: Allocator,
+    pub metrics: Metrics,
+    pub openapi: OpenApi,
+    pub node_proxy: RwLock<Option<Arc<dyn NodeProxy>>>,
+    discovery_core: Bytes,
+    discovery_apis: Bytes,
+}
+
+impl State {
+    pub fn new(
+        store: Arc<dyn Store>,
+        token: String,
+        readiness: Readiness,
+        cidr: ServiceCidr,
+    ) -> State {
+        State {
+            store,
+            token,
+            readiness,
+            alloc: Allocator { cidr },
+            metrics: Metrics::new(),
+            openapi: OpenApi::new(),
+            node_proxy: RwLock::new(None),
+            discovery_core: serde_json::to_vec(&discovery::aggregated(true))
+                .unwrap_or_default()
+                .into(),
+            discovery_apis: serde_json::to_vec(&discovery::aggregated(false))
+                .unwrap_or_default()
+                .into(),
+        }
+    }
+}
+
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(m) => {
+            ApiError::service_unavailable(format!("storage is unavailable: {m}"))
+        }
+        StoreError::Gone { requested, oldest } => {
+            ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
+        }
+        StoreError::FutureRevision { requested, current } => {
+            let mut e = ApiError::timeout(format!(
+                "Too large resource version: {requested}, current: {current}"
+            ));
+            e.causes.push(muster_api::Cause {
+                reason: "ResourceVersionTooLarge".into(),
+                message: "Too large resource version".into(),
+                field: String::new(),
+            });
+            e
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "emulationMajor": "1",
+        "emulationMinor": "33",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "32",
+        "gitVersion": "v1.33.1",
+        "gitCommit": "muster",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.24.2",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+pub async fn dispatch(state: &Arc<State>, route: Route, req: Request<Incoming>) -> Response<Body> {
+    let query = Query::parse(req.uri().query());
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !read_only && !matches!(route, Route::Resource(_)) {
+        return error_response(&ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    match route {
+        Route::Version => json_response(StatusCode::OK, &version_info()),
+        Route::Health { kind, check } => health(state, kind, check.as_deref(), &query),
+        Route::Metrics => bytes_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(),
+        ),
+        Route::CoreVersions => {
+            if wants_aggregated_discovery(req.headers()) {
+                aggregated(state.discovery_core.clone())
+            } else {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                    .unwrap_or("")
+                    .to_string();
+                json_response(StatusCode::OK, &discovery::core_versions(&host))
+            }
+        }
+        Route::Groups => {
+            if wants_aggregated_discovery(req.headers()) {
+                aggregated(state.discovery_apis.clone())
+            } else {
+                json_response(StatusCode::OK, &discovery::group_list())
+            }
+        }
+        Route::Group(g) => json_response(StatusCode::OK, &discovery::group(&g)),
+        Route::ResourceList { group, version } => {
+            json_response(StatusCode::OK, &discovery::resource_list(&group, &version))
+        }
+        Route::OpenApiV3Index => bytes_response(
+            StatusCode::OK,
+            "application/json",
+            state.openapi.index().to_vec(),
+        ),
+        Route::OpenApiV3 { group, version } => match state.openapi.document(&group, &version) {
+            Some(doc) => bytes_response(StatusCode::OK, "application/json", doc.to_vec()),
+            None => not_found_route(),
+        },
+        Route::OpenApiV2 | Route::NotFound => not_found_route(),
+        Route::Resource(rp) => {
+            let mut warnings = Vec::new();
+            if rp.rt.kind == "Endpoints" && rp.rt.group.is_empty() {
+                warnings.push(ENDPOINTS_WARNING.to_string());
+            }
+            let mut resp = match resource(state, rp, query, req, &mut warnings).await {
+                Ok(resp) => resp,
+                Err(e) => error_response(&e),
+            };
+            for w in warnings {
+                if let Ok(v) = HeaderValue::from_str(&w) {
+                    resp.headers_mut().append(header::WARNING, v);
+                }
+            }
+            resp
+        }
+    }
+}
+
+fn not_found_route() -> Response<Body> {
+    error_response(&ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    ))
+}
+
+fn aggregated(body: Bytes) -> Response<Body> {
+    let mut resp = bytes_response(StatusCode::OK, discovery::AGGREGATED_CONTENT_TYPE, body);
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    resp
+}
+
+fn health(state: &State, kind: &str, check: Option<&str>, query: &Query) -> Response<Body> {
+    let mut checks: Vec<(String, bool)> = vec![("ping".into(), true), ("log".into(), true)];
+    if kind == "readyz" {
+        checks.extend(state.readiness.snapshot());
+    }
+    if let Some(name) = check {
+        return match checks.iter().find(|(n, _)| n == name) {
+            Some((_, true)) => text_response(StatusCode::OK, "ok"),
+            Some((_, false)) => text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal server error: {name} is not ready\n"),
+            ),
+            None => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
+        };
+    }
+    let healthy = checks.iter().all(|(_, ok)| *ok);
+    let verbose = query.get("verbose").is_some();
+    if healthy && !verbose {
+        return text_response(StatusCode::OK, "ok");
+    }
+    let mut body = String::new();
+    for (name, ok) in &checks {
+        if *ok {
+            body.push_str(&format!("[+]{name} ok\n"));
+        } else {
+            body.push_str(&format!("[-]{name} failed: reason withheld\n"));
+        }
+    }
+    if healthy {
+        body.push_str(&format!("{kind} check passed\n"));
+        text_response(StatusCode::OK, body)
+    } else {
+        body.push_str(&format!("{kind} check failed\n"));
+        text_response(StatusCode::INTERNAL_SERVER_ERROR, body)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+async fn read_body(body: Incoming) -> ApiResult<Bytes> {
+    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::request_entity_too_large(format!(
+                "Request entity too large: limit is {MAX_BODY_BYTES}"
+            )))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
+    })
+}
+
+fn parse_yaml(bytes: &[u8]) -> ApiResult<Value> {
+    serde_yaml::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as YAML: {e}"
+        ))
+    })
+}
+
+/// Decodes an object body by Content-Type into JSON.
+fn decode_object(rt: &ResourceType, headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let ct = media_type(headers);
+    let value = match ct.as_str() {
+        "application/json" | "" => parse_json(bytes)?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => parse_yaml(bytes)?,
+        "application/vnd.kubernetes.protobuf" => compat::decode_protobuf(rt, bytes)?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// The body's `apiVersion`/`kind` must name the resource of the URL (when given).
+fn check_type(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !api_version.is_empty() && api_version != rt.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            rt.api_version()
+        )));
+    }
+    if !kind.is_empty() && kind != rt.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            rt.kind
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object helpers
+
+fn meta<'a>(obj: &'a Value, field: &str) -> Option<&'a Value> {
+    obj.get("metadata").and_then(|m| m.get(field))
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    meta(obj, field).and_then(Value::as_str)
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"].as_object_mut().expect("metadata object")
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    meta(obj, "finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The form a client of `rt` sees (events.k8s.io/v1 events are stored as core/v1).
+fn present(rt: &ResourceType, obj: Value) -> Value {
+    if rt.group == "events.k8s.io" {
+        compat::event_to_events_v1(&obj)
+    } else {
+        obj
+    }
+}
+
+fn to_storage(rt: &ResourceType, obj: Value) -> Value {
+    if rt.group == "events.k8s.io" {
+        compat::event_from_events_v1(&obj)
+    } else {
+        obj
+    }
+}
+
+fn object_response(
+    rt: &ResourceType,
+    code: StatusCode,
+    obj: Value,
+    headers: &HeaderMap,
+    query: &Query,
+) -> ApiResult<Response<Body>> {
+    let obj = present(rt, obj);
+    if wants_table(headers) {
+        let include = IncludeObject::from_query(query.get("includeObject"))?;
+        let rv = meta_str(&obj, "resourceVersion").unwrap_or("").to_string();
+        let t = table::table(rt, &[obj], json!({"resourceVersion": rv}), include, true);
+        return Ok(json_response(code, &t));
+    }
+    Ok(json_response(code, &obj))
+}
+
+struct WriteOptions {
+    dry_run: bool,
+    validation: FieldValidation,
+}
+
+impl WriteOptions {
+    fn from_query(q: &Query) -> ApiResult<WriteOptions> {
+        if let Some(fm) = q.get("fieldManager")
+            && fm.len() > 128
+        {
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ));
+        }
+        Ok(WriteOptions {
+            dry_run: q.dry_run()?,
+            validation: FieldValidation::from_query(q)?,
+        })
+    }
+}
+
+fn check_unknown_fields(
+    rt: &ResourceType,
+    obj: &Value,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
+    if validation == FieldValidation::Ignore {
+        return Ok(());
+    }
+    let unknown = compat::unknown_fields(rt, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    match validation {
+        FieldValidation::Strict => {
+            let list = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(ApiError::bad_request(format!(
+                "strict decoding error: {list}"
+            )))
+        }
+        _ => {
+            for f in unknown {
+                warnings.push(format!("299 - \"unknown field \\\"{f}\\\"\""));
+            }
+            Ok(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verb dispatch
+
+async fn resource(
+    state: &Arc<State>,
+    rp: ResourcePath,
+    query: Query,
+    req: Request<Incoming>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Response<Body>> {
+    let method = req.method().clone();
+    let sub = rp.subresource.clone();
+    let watching = rp.legacy_watch || query.flag("watch");
+    let not_allowed = || {
+        ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )
+    };
+    match (method.as_str(), rp.name.is_some(), sub.as_deref()) {
+        ("GET", false, None) if watching => {
+            crate::watch::serve(state.clone(), rp, query, req.headers().clone()).await
+        }
+        ("GET", false, None) => list(state, &rp, &query, req.headers()).await,
+        ("GET", true, None) if watching => {
+            // `/watch/namespaces/ns/pods/name` is a watch of one object.
+            let mut rp = rp;
+            let name = rp.name.take().unwrap_or_default();
+            let mut query = query;
+            query.push_field_selector(&format!("metadata.name={name}"));
+            crate::watch::serve(state.clone(), rp, query, req.headers().clone()).await
+        }
+        ("GET", true, None | Some("status")) => get(state, &rp, &query, req.headers()).await,
+        ("GET", true, Some("scale")) => get_scale(state, &rp).await,
+        ("GET", true, Some("log" | "exec")) | ("POST", true, Some("exec")) => {
+            node_proxy(state, &rp, req).await
+        }
+        ("POST", false, None) => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await?;
+            create(state, &rp, &query, &parts.headers, &bytes, warnings).await
+        }
+        ("POST", true, Some("binding")) => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await?;
+            binding(state, &rp, &query, &parts.headers, &bytes).await
+        }
+        ("POST", true, Some("eviction")) => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await?;
+            eviction(state, &rp, &parts.headers, &bytes).await
+        }
+        ("PUT", true, sub @ (None | Some("status") | Some("scale") | Some("finalize"))) => {
+            let sub = sub.map(str::to_string);
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await?;
+            match sub.as_deref() {
+                Some("scale") => put_scale(state, &rp, &query, &parts.headers, &bytes).await,
+                _ => replace(state, &rp, &query, &parts.headers, &bytes, warnings).await,
+            }
+        }
+        ("PATCH", true, sub @ (None | Some("status") | Some("scale"))) => {
+            let sub = sub.map(str::to_string);
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await?;
+            match sub.as_deref() {
+                Some("scale") => patch_scale(state, &rp, &query, &parts.headers, &bytes).await,
+                _ => patch(state, &rp, &query, &parts.headers, &bytes, warnings).await,
+            }
+        }
+        ("DELETE", true, None) => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await?;
+            let opts = DeleteOptions::parse(&query, &parts.headers, &bytes)?;
+            let name = rp.name.clone().unwrap_or_default();
+            let obj = delete_one(state, rp.rt, rp.namespace.as_deref(), &name, &opts).await?;
+            object_response(rp.rt, StatusCode::OK, obj, &parts.headers, &query)
+        }
+        ("DELETE", false, None) if rp.rt.has_verb("deletecollection") => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await?;
+            let opts = DeleteOptions::parse(&query, &parts.headers, &bytes)?;
+            delete_collection(state, &rp, &query, &opts).await
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+impl Query {
+    /// Adds `term` to the field selector (used for legacy single-object watch paths).
+    pub fn push_field_selector(&mut self, term: &str) {
+        let combined = match self.get("fieldSelector") {
+            Some(existing) if !existing.is_empty() => format!("{existing},{term}"),
+            _ => term.to_string(),
+        };
+        self.set("fieldSelector", &combined);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+async fn load(
+    state: &State,
+    rt: &'static ResourceType,
+    ns: Option<&str>,
+    name: &str,
+) -> ApiResult<muster_store::Object> {
+    let srt = registry::storage_resource(rt);
+    state
+        .store
+        .get(&srt.key(ns, name))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(rt.group, rt.plural, name))
+}
+
+async fn get(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response<Body>> {
+    let name = rp.name.as_deref().unwrap_or_default();
+    let obj = load(state, rp.rt, rp.namespace.as_deref(), name).await?;
+    let value = obj.json().map_err(store_error)?;
+    object_response(rp.rt, StatusCode::OK, value, headers, query)
+}
+
+/// Selectors of a list or watch request.
+pub struct Filter {
+    pub labels: compat::LabelSelector,
+    pub fields: compat::FieldSelector,
+}
+
+impl Filter {
+    pub fn from_query(q: &Query) -> ApiResult<Filter> {
+        Ok(Filter {
+            labels: compat::parse_label_selector(q.get("labelSelector").unwrap_or(""))?,
+            fields: compat::parse_field_selector(q.get("fieldSelector").unwrap_or(""))?,
+        })
+    }
+
+    /// Matches the object as the client's group-version presents it.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(obj) && self.fields.matches(obj)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    start: String,
+}
+
+fn encode_continue(rv: u64, start: &str) -> String {
+    use base64::Engine;
+    let raw = serde_json::to_vec(&ContinueToken {
+        rv,
+        start: start.to_string(),
+    })
+    .unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str, prefix: &str) -> ApiResult<ContinueToken> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if !t.start.starts_with(prefix) {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
+async fn list(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
+    let srt = registry::storage_resource(rt);
+    let filter = Filter::from_query(query)?;
+    let limit = query
+        .u64_param("limit")?
+        .filter(|l| *l > 0)
+        .map(|l| l as usize);
+    let prefix = srt.namespace_prefix(rp.namespace.as_deref());
+    let mut start_after: Option<String> = None;
+    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
+        start_after = Some(decode_continue(token, &prefix)?.start);
+    }
+    let mut items: Vec<Value> = Vec::new();
+    let mut revision = 0;
+    let mut next: Option<String> = None;
+    loop {
+        let want = limit.map(|l| (l - items.len()).max(64));
+        let page = state
+            .store
+            .list(&prefix, start_after.as_deref(), want)
+            .await
+            .map_err(store_error)?;
+        if revision == 0 {
+            revision = page.revision;
+        }
+        let exhausted = page.continue_after.is_none();
+        for obj in &page.items {
+            let value = present(rt, obj.json().map_err(store_error)?);
+            start_after = Some(obj.key.to_string());
+            if filter.matches(&value) {
+                items.push(value);
+                if limit.is_some_and(|l| items.len() >= l) {
+                    break;
+                }
+            }
+        }
+        if limit.is_some_and(|l| items.len() >= l) {
+            // More may follow: only when the store had more or this page was cut short.
+            let last = start_after.clone().unwrap_or_default();
+            let more = state
+                .store
+                .list(&prefix, Some(&last), Some(1))
+                .await
+                .map_err(store_error)?;
+            if !more.items.is_empty() {
+                next = Some(last);
+            }
+            break;
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let mut list_meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(start) = &next {
+        list_meta["continue"] = json!(encode_continue(revision, start));
+    }
+    if wants_table(headers) {
+        let include = IncludeObject::from_query(query.get("includeObject"))?;
+        let t = table::table(rt, &items, list_meta, include, true);
+        return Ok(json_response(StatusCode::OK, &t));
+    }
+    let body = json!({
+        "kind": rt.list_kind,
+        "apiVersion": rt.api_version(),
+        "metadata": list_meta,
+        "items": items,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create
+
+/// Checks that `ns` exists and is not terminating (NamespaceLifecycle admission).
+async fn check_namespace(state: &State, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
+    let ns_rt = registry::find("", "v1", "namespaces").expect("namespaces");
+    let Some(obj) = state
+        .store
+        .get(&ns_rt.key(None, ns))
+        .await
+        .map_err(store_error)?
+    else {
+        return Err(ApiError::not_found("", "namespaces", ns));
+    };
+    let value = obj.json().map_err(store_error)?;
+    let terminating = meta(&value, "deletionTimestamp").is_some_and(|v| !v.is_null())
+        || value.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+    if terminating {
+        let mut e = ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            rt.qualified_plural()
+        ));
+        e.name = Some(name.to_string());
+        e.group = Some(rt.group.to_string()).filter(|g| !g.is_empty());
+        e.kind = Some(rt.plural.to_string());
+        e.causes.push(muster_api::Cause {
+            reason: "NamespaceTerminating".into(),
+            message: format!("namespace {ns} is being terminated"),
+            field: "metadata.namespace".into(),
+        });
+        return Err(e);
+    }
+    Ok(())
+}
+
+const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generated_suffix() -> String {
+    (0..5)
+        .map(|_| GENERATE_ALPHABET[rand::random_range(0..GENERATE_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Sets the namespace from the URL; a different one in the body is a 400.
+fn apply_url_namespace(
+    rt: &ResourceType,
+    url_ns: Option<&str>,
+    obj: &mut Value,
+) -> ApiResult<Option<String>> {
+    if !rt.namespaced {
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("namespace");
+        }
+        return Ok(None);
+    }
+    let Some(ns) = url_ns else {
+        return Err(ApiError::bad_request(
+            "the namespace of the object must be given in the URL (POST /api/v1/namespaces/<ns>/...)",
+        ));
+    };
+    match meta_str(obj, "namespace") {
+        Some(body_ns) if !body_ns.is_empty() && body_ns != ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            meta_mut(obj).insert("namespace".into(), json!(ns));
+            Ok(Some(ns.to_string()))
+        }
+    }
+}
+
+/// Creates `obj` (already decoded and in storage form). Shared by POST, apply-create and the
+/// bootstrap.
+pub(crate) async fn create_object(
+    state: &State,
+    rt: &'static ResourceType,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Value> {
+    let srt = registry::storage_resource(rt);
+    let kind = srt.kind;
+    obj["apiVersion"] = json!(srt.api_version());
+    obj["kind"] = json!(kind);
+    // Name or generateName.
+    let name = match meta_str(&obj, "name").filter(|n| !n.is_empty()) {
+        Some(n) => n.to_string(),
+        None => match meta_str(&obj, "generateName").filter(|n| !n.is_empty()) {
+            Some(prefix) => {
+                let mut prefix = prefix.to_string();
+                prefix.truncate(63 - 5);
+                let name = format!("{prefix}{}", generated_suffix());
+                meta_mut(&mut obj).insert("name".into(), json!(name));
+                name
+            }
+            None => {
+                return Err(ApiError::invalid(
+                    rt.group,
+                    rt.kind,
+                    "",
+                    vec![muster_api::Cause {
+                        reason: "FieldValueRequired".into(),
+                        message: "Required value: name or generateName is required".into(),
+                        field: "metadata.name".into(),
+                    }],
+                ));
+            }
+        },
+    };
+    if meta_str(&obj, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    if let Some(ns) = ns {
+        check_namespace(state, rt, ns, &name).await?;
+    }
+    {
+        let m = meta_mut(&mut obj);
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    if obj.get("spec").is_some() {
+        meta_mut(&mut obj).insert("generation".into(), json!(1));
+    } else {
+        meta_mut(&mut obj).remove("generation");
+    }
+    if kind == "Namespace" && srt.group.is_empty() {
+        if obj.pointer("/spec/finalizers").is_none() {
+            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+        }
+        obj["status"] = json!({"phase": "Active"});
+        meta_mut(&mut obj).remove("generation");
+        let labels = meta_mut(&mut obj)
+            .entry("labels")
+            .or_insert_with(|| json!({}));
+        if labels.is_object() {
+            labels["kubernetes.io/metadata.name"] = json!(name);
+        }
+    }
+    check_unknown_fields(srt, &obj, validation, warnings)?;
+    compat::prepare_create(srt, &mut obj)?;
+    let is_service = kind == "Service" && srt.group.is_empty();
+    if is_service {
+        state
+            .alloc
+            .allocate_for_create(state.store.as_ref(), &mut obj, dry_run)
+            .await?;
+    }
+    if dry_run {
+        return Ok(obj);
+    }
+    let key = srt.key(ns, &name);
+    match state.store.create(&key, obj.clone()).await {
+        Ok(stored) => stored.json().map_err(store_error),
+        Err(e) => {
+            if is_service {
+                state.alloc.release(state.store.as_ref(), &obj).await;
+            }
+            Err(match e {
+                StoreError::AlreadyExists(_) => {
+                    ApiError::already_exists(rt.group, rt.plural, &name)
+                }
+                other => store_error(other),
+            })
+        }
+    }
+}
+
+async fn create(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    warnings: &mut Vec<String>,
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
+    if !rt.has_verb("create") {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let opts = WriteOptions::from_query(query)?;
+    let mut obj = decode_object(rt, headers, bytes)?;
+    check_type(rt, &obj)?;
+    let ns = apply_url_namespace(rt, rp.namespace.as_deref(), &mut obj)?;
+    let obj = to_storage(rt, obj);
+    let created = create_object(
+        state,
+        rt,
+        ns.as_deref(),
+        obj,
+        opts.dry_run,
+        opts.validation,
+        warnings,
+    )
+    .await?;
+    object_response(rt, StatusCode::CREATED, created, headers, query)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Update
+
+/// What an update computes from the current object.
+type Mutation<'a> = dyn FnMut(&Value) -> ApiResult<Value> + Send + 'a;
+
+/// Reads the current object, computes the new one with `mutate`, and writes it with the
+/// current revision as precondition, retrying when another writer got in between. `mutate`
+/// returns a Conflict itself when the client's own precondition fails.
+async fn update_object(
+    state: &State,
+    rt: &'static ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    subresource: Option<&str>,
+    dry_run: bool,
+    mutate: &mut Mutation<'_>,
+) -> ApiResult<Value> {
+    let srt = registry::storage_resource(rt);
+    let key = srt.key(ns, name);
+    for _ in 0..UPDATE_RETRIES {
+        let current = load(state, rt, ns, name).await?;
+        let old = current.json().map_err(store_error)?;
+        let mut new = mutate(&old)?;
+        // What clients can never change through an update.
+        new["apiVersion"] = json!(srt.api_version());
+        new["kind"] = json!(srt.kind);
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "name",
+            "namespace",
+        ] {
+            match meta(&old, field) {
+                Some(v) => {
+                    meta_mut(&mut new).insert(field.into(), v.clone());
+                }
+                None => {
+                    meta_mut(&mut new).remove(field);
+                }
+            }
+        }
+        if let Some(g) = meta(&old, "generation") {
+            meta_mut(&mut new).insert("generation".into(), g.clone());
+        }
+        meta_mut(&mut new).insert(
+            "resourceVersion".into(),
+            json!(current.mod_revision.to_string()),
+        );
+        match subresource {
+            Some("status") => compat::prepare_status_update(srt, &old, &mut new)?,
+            Some("finalize") => {}
+            _ => compat::prepare_update(srt, &old, &mut new)?,
+        }
+        let is_service = srt.kind == "Service" && srt.group.is_empty();
+        let mut newly_held: Vec<u16> = Vec::new();
+        if is_service {
+            newly_held = service_update(state, &old, &mut new, dry_run).await?;
+        }
+        if new == old {
+            return Ok(old);
+        }
+        if dry_run {
+            return Ok(new);
+        }
+        // A finalizer-held deletion completes when the last finalizer goes.
+        let finished = meta(&new, "deletionTimestamp").is_some_and(|v| !v.is_null())
+            && finalizers(&new).is_empty()
+            && meta(&new, "deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                == 0
+            && (srt.kind != "Namespace" || namespace_spec_finalizers(&new).is_empty());
+        let result = if finished {
+            state.store.delete(&key, Some(current.mod_revision)).await
+        } else {
+            state
+                .store
+                .update(&key, new.clone(), Some(current.mod_revision))
+                .await
+        };
+        match result {
+            Ok(stored) => {
+                let value = stored.json().map_err(store_error)?;
+                if is_service {
+                    if finished {
+                        state.alloc.release(state.store.as_ref(), &value).await;
+                    } else {
+                        let kept = alloc::node_ports(&value);
+                        let dropped: Vec<u16> = alloc::node_ports(&old)
+                            .into_iter()
+                            .filter(|p| !kept.contains(p))
+                            .collect();
+                        state
+                            .alloc
+                            .release_node_ports(state.store.as_ref(), &dropped)
+                            .await;
+                    }
+                }
+                return Ok(value);
+            }
+            Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound(_)) => {
+                state
+                    .alloc
+                    .release_node_ports(state.store.as_ref(), &newly_held)
+                    .await;
+                continue;
+            }
+            Err(e) => {
+                state
+                    .alloc
+                    .release_node_ports(state.store.as_ref(), &newly_held)
+                    .await;
+                return Err(store_error(e));
+            }
+        }
+    }
+    Err(ApiError::conflict(
+        rt.group,
+        rt.plural,
+        name,
+        "the object is being modified too often; try again",
+    ))
+}
+
+fn namespace_spec_finalizers(ns: &Value) -> Vec<String> {
+    ns.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Keeps a Service's allocated IPs (a replace without them keeps them, as Kubernetes does) and
+/// allocates node ports that a type change needs. Returns node ports newly reserved.
+async fn service_update(
+    state: &State,
+    old: &Value,
+    new: &mut Value,
+    dry_run: bool,
+) -> ApiResult<Vec<u16>> {
+    let new_ip = new
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let old_ip = old
+        .pointer("/spec/clusterIP")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if new_ip.is_empty() && !old_ip.is_null() {
+        new["spec"]["clusterIP"] = old_ip;
+        if let Some(ips) = old.pointer("/spec/clusterIPs") {
+            new["spec"]["clusterIPs"] = ips.clone();
+        }
+    } else if Some(new_ip) != old_ip.as_str() {
+        return Err(ApiError::invalid(
+            "",
+            "Service",
+            meta_str(old, "name").unwrap_or(""),
+            vec![muster_api::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: \"{new_ip}\": field is immutable"),
+                field: "spec.clusterIPs[0]".into(),
+            }],
+        ));
+    }
+    let svc_type = new
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    if matches!(svc_type, "NodePort" | "LoadBalancer") {
+        // Ports the client left out keep their old node port (matched by port number).
+        let old_ports = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut() {
+                if p.get("nodePort")
+                    .is_none_or(|v| v.as_u64() == Some(0) || v.is_null())
+                    && let Some(prev) = old_ports.iter().find(|o| o.get("port") == p.get("port"))
+                    && let Some(np) = prev.get("nodePort")
+                {
+                    p["nodePort"] = np.clone();
+                }
+            }
+        }
+        let held = alloc::node_ports(old);
+        return state
+            .alloc
+            .allocate_node_ports(state.store.as_ref(), new, &held, dry_run)
+            .await;
+    }
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut() {
+            if let Some(m) = p.as_object_mut() {
+                m.remove("nodePort");
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The client's resourceVersion precondition: absent means unconditional.
+fn check_precondition(
+    rt: &ResourceType,
+    name: &str,
+    body: &Value,
+    current: &Value,
+) -> ApiResult<()> {
+    match meta_str(body, "resourceVersion").filter(|s| !s.is_empty()) {
+        None => Ok(()),
+        Some(rv) if Some(rv) == meta_str(current, "resourceVersion") => Ok(()),
+        Some(rv) if rv.parse::<u64>().is_err() => Err(ApiError::bad_request(format!(
+            "invalid resourceVersion {rv:?}"
+        ))),
+        Some(_) => Err(ApiError::stale(rt.group, rt.plural, name)),
+    }
+}
+
+fn check_name(body: &Value, url_name: &str) -> ApiResult<()> {
+    match meta_str(body, "name") {
+        Some(n) if !n.is_empty() && n != url_name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({url_name})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn replace(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    warnings: &mut Vec<String>,
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
+    let name = rp.name.clone().unwrap_or_default();
+    let opts = WriteOptions::from_query(query)?;
+    let mut body = decode_object(rt, headers, bytes)?;
+    check_type(rt, &body)?;
+    check_name(&body, &name)?;
+    apply_url_namespace(rt, rp.namespace.as_deref(), &mut body)?;
+    let body = to_storage(rt, body);
+    check_unknown_fields(
+        registry::storage_resource(rt),
+        &body,
+        opts.validation,
+        warnings,
+    )?;
+    let sub = rp.subresource.as_deref();
+    let updated = update_object(
+        state,
+        rt,
+        rp.namespace.as_deref(),
+        &name,
+        sub,
+        opts.dry_run,
+        &mut |current: &Value| {
+            check_precondition(rt, &name, &body, current)?;
+            if sub == Some("finalize") {
+                let mut out = current.clone();
+                out["spec"]["finalizers"] = body
+                    .pointer("/spec/finalizers")
+                    .cloned()
+                    .unwrap_or(json!([]));
+                return Ok(out);
+            }
+            Ok(body.clone())
+        },
+    )
+    .await?;
+    object_response(rt, StatusCode::OK, updated, headers, query)
+}
+
+async fn patch(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    warnings: &mut Vec<String>,
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
+    let name = rp.name.clone().unwrap_or_default();
+    let ct = media_type(headers);
+    let Some(kind) = PatchType::from_content_type(&ct) else {
+        return Err(ApiError::unsupported_media_type(&ct));
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let opts = WriteOptions::from_query(query)?;
+    let patch_doc = match kind {
+        PatchType::Apply => parse_yaml(bytes)?,
+        _ => parse_json(bytes)?,
+    };
+    if kind != PatchType::Json && !patch_doc.is_object() {
+        return Err(ApiError::bad_request("the patch must be a JSON object"));
+    }
+    if kind == PatchType::Apply {
+        check_type(rt, &patch_doc)?;
+        if query.get("fieldManager").is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(
+                "PATCH with apply-patch+yaml requires a fieldManager",
+            ));
+        }
+        let exists = state
+            .store
+            .get(&registry::storage_resource(rt).key(rp.namespace.as_deref(), &name))
+            .await
+            .map_err(store_error)?
+            .is_some();
+        if !exists && rp.subresource.is_none() {
+            let mut obj = patch_doc.clone();
+            check_name(&obj, &name)?;
+            meta_mut(&mut obj).insert("name".into(), json!(name));
+            let ns = apply_url_namespace(rt, rp.namespace.as_deref(), &mut obj)?;
+            let obj = to_storage(rt, obj);
+            match create_object(
+                state,
+                rt,
+                ns.as_deref(),
+                obj,
+                opts.dry_run,
+                opts.validation,
+                warnings,
+            )
+            .await
+            {
+                Ok(created) => {
+                    return object_response(rt, StatusCode::CREATED, created, headers, query);
+                }
+                // Lost a race with another creator: fall through and patch what they made.
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let storage_rt = registry::storage_resource(rt);
+    let updated = update_object(
+        state,
+        rt,
+        rp.namespace.as_deref(),
+        &name,
+        rp.subresource.as_deref(),
+        opts.dry_run,
+        &mut |current: &Value| {
+            let presented = present(rt, current.clone());
+            let patched = compat::apply_patch(kind, storage_rt, &presented, &patch_doc)?;
+            if !patched.is_object() {
+                return Err(ApiError::bad_request(
+                    "the patched object is not a JSON object",
+                ));
+            }
+            check_name(&patched, &name)?;
+            check_precondition(rt, &name, &patched, &presented)?;
+            let stored = to_storage(rt, patched);
+            let mut unknown = Vec::new();
+            check_unknown_fields(storage_rt, &stored, opts.validation, &mut unknown)?;
+            Ok(stored)
+        },
+    )
+    .await?;
+    object_response(rt, StatusCode::OK, updated, headers, query)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale
+
+fn selector_string(selector: Option<&Value>) -> String {
+    let Some(sel) = selector else {
+        return String::new();
+    };
+    let mut terms: Vec<String> = Vec::new();
+    if let Some(labels) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            terms.push(format!("{k}={}", v.as_str().unwrap_or("")));
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => terms.push(format!("{key} in ({})", values.join(","))),
+                "NotIn" => terms.push(format!("{key} notin ({})", values.join(","))),
+                "Exists" => terms.push(key.to_string()),
+                "DoesNotExist" => terms.push(format!("!{key}")),
+                _ => {}
+            }
+        }
+    }
+    terms.join(",")
+}
+
+fn to_scale(obj: &Value) -> Value {
+    let m = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let mut metadata = json!({});
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = m.get(f) {
+            metadata[f] = v.clone();
+        }
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": metadata,
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector_string(obj.pointer("/spec/selector")),
+        },
+    })
+}
+
+async fn get_scale(state: &State, rp: &ResourcePath) -> ApiResult<Response<Body>> {
+    let name = rp.name.as_deref().unwrap_or_default();
+    let obj = load(state, rp.rt, rp.namespace.as_deref(), name).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &to_scale(&obj.json().map_err(store_error)?),
+    ))
+}
+
+fn replicas_from_scale(scale: &Value, rt: &ResourceType, name: &str) -> ApiResult<i64> {
+    let replicas = scale.pointer("/spec/replicas");
+    match replicas.and_then(Value::as_i64) {
+        Some(r) if r >= 0 => Ok(r),
+        Some(r) => Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            vec![muster_api::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {r}: must be greater than or equal to 0"),
+                field: "spec.replicas".into(),
+            }],
+        )),
+        None if replicas.is_none() => Ok(0),
+        None => Err(ApiError::bad_request(format!(
+            "{}: spec.replicas must be an integer",
+            rt.kind
+        ))),
+    }
+}
+
+async fn put_scale(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
+    let name = rp.name.clone().unwrap_or_default();
+    let opts = WriteOptions::from_query(query)?;
+    let scale = match media_type(headers).as_str() {
+        "application/json" | "" => parse_json(bytes)?,
+        "application/yaml" => parse_yaml(bytes)?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    check_name(&scale, &name)?;
+    let replicas = replicas_from_scale(&scale, rt, &name)?;
+    let updated = update_object(
+        state,
+        rt,
+        rp.namespace.as_deref(),
+        &name,
+        None,
+        opts.dry_run,
+        &mut |current: &Value| {
+            check_precondition(rt, &name, &scale, current)?;
+            let mut out = current.clone();
+            out["spec"]["replicas"] = json!(replicas);
+            Ok(out)
+        },
+    )
+    .await?;
+    Ok(json_response(StatusCode::OK, &to_scale(&updated)))
+}
+
+async fn patch_scale(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
+    let name = rp.name.clone().unwrap_or_default();
+    let ct = media_type(headers);
+    let Some(kind) = PatchType::from_content_type(&ct) else {
+        return Err(ApiError::unsupported_media_type(&ct));
+    };
+    let opts = WriteOptions::from_query(query)?;
+    let patch_doc = match kind {
+        PatchType::Apply => parse_yaml(bytes)?,
+        _ => parse_json(bytes)?,
+    };
+    let scale_rt = rt;
+    let updated = update_object(
+        state,
+        rt,
+        rp.namespace.as_deref(),
+        &name,
+        None,
+        opts.dry_run,
+        &mut |current: &Value| {
+            let scale = to_scale(current);
+            let patched = compat::apply_patch(kind, scale_rt, &scale, &patch_doc)?;
+            check_precondition(rt, &name, &patched, current)?;
+            let replicas = replicas_from_scale(&patched, rt, &name)?;
+            let mut out = current.clone();
+            out["spec"]["replicas"] = json!(replicas);
+            Ok(out)
+        },
+    )
+    .await?;
+    Ok(json_response(StatusCode::OK, &to_scale(&updated)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods: binding, eviction, log/exec
+
+async fn binding(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> ApiResult<Response<Body>> {
+    let name = rp.name.clone().unwrap_or_default();
+    let opts = WriteOptions::from_query(query)?;
+    let body = match media_type(headers).as_str() {
+        "application/json" | "" => parse_json(bytes)?,
+        "application/yaml" => parse_yaml(bytes)?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    let node = body
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "",
+                "Binding",
+                &name,
+                vec![muster_api::Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value".into(),
+                    field: "target.name".into(),
+                }],
+            )
+        })?
+        .to_string();
+    update_object(state, rp.rt, rp.namespace.as_deref(), &name, Some("binding"), opts.dry_run, &mut |current: &Value| {
+        if meta(current, "deletionTimestamp").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::conflict("", "pods", &name, "pod is being deleted, cannot be assigned to a host"));
+        }
+        if let Some(existing) = current.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict("", "pods", &name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+        }
+        let mut out = current.clone();
+        out["spec"]["nodeName"] = json!(node);
+        let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});
+        let conditions = out["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        conditions.push(condition);
+        out["status"]["conditions"] = json!(conditions);
+        Ok(out)
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+async fn eviction(
+    state: &State,
+    rp: &ResourcePath,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> ApiResult<Response<Body>> {
+    let name = rp.name.clone().unwrap_or_default();
+    let body = if bytes.is_empty() {
+        json!({})
+    } else {
+        match media_type(headers).as_str() {
+            "application/json" | "" => parse_json(bytes)?,
+            other => return Err(ApiError::unsupported_media_type(other)),
+        }
+    };
+    let opts = DeleteOptions::from_value(body.get("deleteOptions").unwrap_or(&json!({})))?;
+    delete_one(state, rp.rt, rp.namespace.as_deref(), &name, &opts).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+async fn node_proxy(
+    state: &State,
+    rp: &ResourcePath,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let name = rp.name.clone().unwrap_or_default();
+    let ns = rp.namespace.clone().unwrap_or_default();
+    let pod = load(state, rp.rt, Some(&ns), &name)
+        .await?
+        .json()
+        .map_err(store_error)?;
+    let Some(node) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    };
+    let node = node.to_string();
+    let nodes = registry::find("", "v1", "nodes").expect("nodes");
+    let node_address = match state
+        .store
+        .get(&nodes.key(None, &node))
+        .await
+        .map_err(store_error)?
+    {
+        Some(n) => node_endpoint(&n.json().map_err(store_error)?),
+        None => None,
+    };
+    let proxy = state.node_proxy.read().clone();
+    match proxy {
+        Some(p) => Ok(p
+            .proxy(NodeProxyRequest {
+                node_name: node,
+                node_address,
+                namespace: ns,
+                pod: name,
+                subresource: rp.subresource.clone().unwrap_or_default(),
+                request: req,
+            })
+            .await),
+        None => Err(ApiError::service_unavailable(format!(
+            "no node agent serves node \"{node}\": pods/{} needs the muster agent running on that node",
+            rp.subresource.as_deref().unwrap_or("")
+        ))),
+    }
+}
+
+/// `InternalIP:kubeletEndpoint.Port` of a Node.
+fn node_endpoint(node: &Value) -> Option<std::net::SocketAddr> {
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)?;
+    let ip = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|a| a["type"] == "InternalIP")?
+        .get("address")?
+        .as_str()?
+        .parse()
+        .ok()?;
+    Some(std::net::SocketAddr::new(ip, u16::try_from(port).ok()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delete
+
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    grace_period: Option<i64>,
+    propagation: Option<String>,
+    dry_run: bool,
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    fn from_value(v: &Value) -> ApiResult<DeleteOptions> {
+        let mut o = DeleteOptions {
+            grace_period: v.get("gracePeriodSeconds").and_then(Value::as_i64),
+            propagation: v
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            ..Default::default()
+        };
+        if let Some(dry) = v.get("dryRun").and_then(Value::as_array) {
+            for d in dry {
+                match d.as_str() {
+                    Some("All") => o.dry_run = true,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "Invalid dryRun value {other:?}: supported values: \"All\""
+                        )));
+                    }
+                }
+            }
+        }
+        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+            && o.propagation.is_none()
+        {
+            o.propagation = Some("Orphan".into());
+        }
+        o.uid = v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        o.resource_version = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(o)
+    }
+
+    fn parse(query: &Query, headers: &HeaderMap, bytes: &[u8]) -> ApiResult<DeleteOptions> {
+        let body = if bytes.is_empty() {
+            json!({})
+        } else {
+            match media_type(headers).as_str() {
+                "application/json" | "" => parse_json(bytes)?,
+                "application/yaml" => parse_yaml(bytes)?,
+                other => return Err(ApiError::unsupported_media_type(other)),
+            }
+        };
+        let mut o = DeleteOptions::from_value(&body)?;
+        if let Some(g) = query.i64_param("gracePeriodSeconds")? {
+            o.grace_period = Some(g);
+        }
+        if let Some(p) = query.get("propagationPolicy").filter(|p| !p.is_empty()) {
+            o.propagation = Some(p.to_string());
+        }
+        if query.flag("orphanDependents") && o.propagation.is_none() {
+            o.propagation = Some("Orphan".into());
+        }
+        o.dry_run |= query.dry_run()?;
+        match o.propagation.as_deref() {
+            None | Some("Background" | "Foreground" | "Orphan") => Ok(o),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))),
+        }
+    }
+}
+
+/// Deletes one object as Kubernetes does: immediately, or by setting `deletionTimestamp` when
+/// finalizers (or a running pod's grace period) hold it.
+pub(crate) async fn delete_one(
+    state: &State,
+    rt: &'static ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<Value> {
+    let srt = registry::storage_resource(rt);
+    let key = srt.key(ns, name);
+    let is_namespace = srt.kind == "Namespace" && srt.group.is_empty();
+    let is_pod = srt.kind == "Pod" && srt.group.is_empty();
+    if is_namespace && IMMORTAL_NAMESPACES.contains(&name) {
+        let mut e = ApiError::forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        ));
+        e.name = Some(name.to_string());
+        e.kind = Some("namespaces".into());
+        return Err(e);
+    }
+    for _ in 0..UPDATE_RETRIES {
+        let current = load(state, rt, ns, name).await?;
+        let obj = current.json().map_err(store_error)?;
+        if let Some(uid) = &opts.uid
+            && meta_str(&obj, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::conflict(
+                rt.group,
+                rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&obj, "uid").unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.resource_version
+            && meta_str(&obj, "resourceVersion") != Some(rv.as_str())
+        {
+            return Err(ApiError::conflict(
+                rt.group,
+                rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&obj, "resourceVersion").unwrap_or("")
+                ),
+            ));
+        }
+        let already_deleting = meta(&obj, "deletionTimestamp").is_some_and(|v| !v.is_null());
+        let mut fins = finalizers(&obj);
+        let mut new = obj.clone();
+        match opts.propagation.as_deref() {
+            Some("Foreground")
+                if !already_deleting && !fins.iter().any(|f| f == "foregroundDeletion") =>
+            {
+                fins.push("foregroundDeletion".into());
+            }
+            Some("Orphan") if !already_deleting && !fins.iter().any(|f| f == "orphan") => {
+                fins.push("orphan".into());
+            }
+            _ => {}
+        }
+        // A pod on a node gets its grace period: the agent stops it and deletes it with 0.
+        let pod_grace = if is_pod
+            && obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+        {
+            let phase = obj
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let default = obj
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30);
+            let grace = opts.grace_period.unwrap_or(default).max(0);
+            // Pods that already finished have nothing to stop.
+            if matches!(phase, "Succeeded" | "Failed") {
+                0
+            } else {
+                grace
+            }
+        } else {
+            0
+        };
+        let hold = is_namespace || !fins.is_empty() || pod_grace > 0;
+        if !hold {
+            if opts.dry_run {
+                return Ok(obj);
+            }
+            match state.store.delete(&key, Some(current.mod_revision)).await {
+                Ok(deleted) => {
+                    let value = deleted.json().map_err(store_error)?;
+                    if srt.kind == "Service" && srt.group.is_empty() {
+                        state.alloc.release(state.store.as_ref(), &value).await;
+                    }
+                    return Ok(value);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound(_)) => {
+                    return Err(ApiError::not_found(rt.group, rt.plural, name));
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        if is_namespace {
+            if already_deleting {
+                // Finalize emptied everything: the namespace goes now.
+                if namespace_spec_finalizers(&obj).is_empty() && fins.is_empty() {
+                    if opts.dry_run {
+                        return Ok(obj);
+                    }
+                    match state.store.delete(&key, Some(current.mod_revision)).await {
+                        Ok(d) => return d.json().map_err(store_error),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(store_error(e)),
+                    }
+                }
+                return Ok(obj);
+            }
+            new["status"]["phase"] = json!("Terminating");
+        }
+        let m = meta_mut(&mut new);
+        if !already_deleting {
+            m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(pod_grace));
+        } else if is_pod && pod_grace == 0 && fins.is_empty() {
+            // The agent's final DELETE (gracePeriodSeconds=0) for a pod that was terminating.
+            if opts.dry_run {
+                return Ok(obj);
+            }
+            match state.store.delete(&key, Some(current.mod_revision)).await {
+                Ok(d) => return d.json().map_err(store_error),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        } else if is_pod {
+            // A shorter grace period may replace a longer one, never the reverse.
+            let current_grace = meta(&obj, "deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if pod_grace < current_grace {
+                m.insert("deletionGracePeriodSeconds".into(), json!(pod_grace));
+            }
+        }
+        if !fins.is_empty() {
+            meta_mut(&mut new).insert("finalizers".into(), json!(fins));
+        }
+        if new == obj || opts.dry_run {
+            return Ok(if opts.dry_run { new } else { obj });
+        }
+        match state
+            .store
+            .update(&key, new, Some(current.mod_revision))
+            .await
+        {
+            Ok(stored) => return stored.json().map_err(store_error),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound(_)) => {
+                return Err(ApiError::not_found(rt.group, rt.plural, name));
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(ApiError::conflict(
+        rt.group,
+        rt.plural,
+        name,
+        "the object is being modified too often; try again",
+    ))
+}
+
+async fn delete_collection(
+    state: &State,
+    rp: &ResourcePath,
+    query: &Query,
+    opts: &DeleteOptions,
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
+    let srt = registry::storage_resource(rt);
+    let filter = Filter::from_query(query)?;
+    let prefix = srt.namespace_prefix(rp.namespace.as_deref());
+    let listed = state
+        .store
+        .list(&prefix, None, None)
+        .await
+        .map_err(store_error)?;
+    let mut deleted = Vec::new();
+    for obj in listed.items {
+        let value = present(rt, obj.json().map_err(store_error)?);
+        if !filter.matches(&value) {
+            continue;
+        }
+        let name = meta_str(&value, "name").unwrap_or("").to_string();
+        let ns = meta_str(&value, "namespace").map(str::to_string);
+        match delete_one(state, rt, ns.as_deref(), &name, opts).await {
+            Ok(v) => deleted.push(present(rt, v)),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": rt.list_kind,
+            "apiVersion": rt.api_version(),
+            "metadata": {"resourceVersion": state.store.revision().to_string()},
+            "items": deleted,
+        }),
+    ))
+}
