@@ -71,9 +71,27 @@ pub fn apply_patch(
     current: &Value,
     patch: &[u8],
 ) -> ApiResult<Value> {
+    let what = match patch_type {
+        PatchType::Json => "JSON patch",
+        PatchType::Merge => "merge patch",
+        PatchType::StrategicMerge => "strategic merge patch",
+        PatchType::Apply => "apply patch",
+    };
+    let patch: Value = serde_json::from_slice(patch)
+        .map_err(|e| ApiError::bad_request(format!("error decoding {what}: {e}")))?;
+    apply_patch_value(rt, patch_type, current, &patch)
+}
+
+/// [`apply_patch`] for a patch already parsed from JSON.
+pub fn apply_patch_value(
+    rt: &ResourceType,
+    patch_type: PatchType,
+    current: &Value,
+    patch: &Value,
+) -> ApiResult<Value> {
     match patch_type {
         PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_slice(patch)
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
             let mut doc = current.clone();
             json_patch::patch(&mut doc, &ops).map_err(|e| {
@@ -82,14 +100,14 @@ pub fn apply_patch(
             Ok(doc)
         }
         PatchType::Merge => {
-            let patch = decode_patch_object(patch, "merge patch")?;
+            require_object(patch, "merge patch")?;
             let mut doc = current.clone();
-            json_patch::merge(&mut doc, &patch);
+            json_patch::merge(&mut doc, patch);
             Ok(doc)
         }
         PatchType::StrategicMerge => {
-            let patch = decode_patch_object(patch, "strategic merge patch")?;
-            strategic::strategic_merge(rt.kind, current, &patch)
+            require_object(patch, "strategic merge patch")?;
+            strategic::strategic_merge(rt.kind, current, patch)
         }
         PatchType::Apply => Err(ApiError::bad_request(
             "apply patches are handled by server-side apply, not apply_patch",
@@ -97,16 +115,15 @@ pub fn apply_patch(
     }
 }
 
-fn decode_patch_object(patch: &[u8], what: &str) -> ApiResult<Value> {
-    let value: Value = serde_json::from_slice(patch)
-        .map_err(|e| ApiError::bad_request(format!("error decoding {what}: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(format!(
+fn require_object(patch: &Value, what: &str) -> ApiResult<()> {
+    if patch.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
             "error decoding {what}: expected a JSON object, got {}",
-            json_type(&value)
-        )));
+            json_type(patch)
+        )))
     }
-    Ok(value)
 }
 
 fn json_type(value: &Value) -> &'static str {

@@ -2,7 +2,7 @@
 """Records the request bodies kubectl sends, for protobuf fixtures.
 
 A loopback HTTP server that answers just enough discovery for kubectl's generator commands and
-saves every POST body as <outdir>/<resource>.bin (echoing it back as the created object).
+saves every POST body as <outdir>/last.bin (protobuf) or <outdir>/last.request.json (echoing it back as the created object).
     python3 capture.py PORT OUTDIR
 Regenerate the fixtures with testdata/capture.sh.
 """
@@ -59,8 +59,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        plural = self.path.split("?")[0].rstrip("/").split("/")[-1]
-        with open(os.path.join(OUT, plural + ".bin"), "wb") as f:
+        protobuf = self.headers.get("Content-Type") == "application/vnd.kubernetes.protobuf"
+        with open(os.path.join(OUT, "last.bin" if protobuf else "last.request.json"), "wb") as f:
             f.write(body)
         sys.stderr.write(f"POST {self.path} {self.headers.get('Content-Type')} {len(body)} bytes\n")
         self.reply(201, body, self.headers.get("Content-Type", "application/json"))

@@ -407,6 +407,25 @@ fn changed(set: &FieldSet, path: &FieldPath, before: Option<&Value>, after: &Val
     }
 }
 
+/// Drops what an applied configuration cannot set: server-owned metadata (so that the
+/// `creationTimestamp: null` of `kubectl create --dry-run=client -o yaml` output deletes
+/// nothing) and, for resources with a status subresource, `status` (main-resource writes never
+/// change status in Kubernetes). `resourceVersion` and `uid` stay: they act as preconditions.
+fn ignore_server_fields(rt: &ResourceType, applied: &mut Value) {
+    if let Some(meta) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in SERVER_METADATA {
+            if !matches!(*field, "name" | "namespace" | "resourceVersion" | "uid") {
+                meta.shift_remove(*field);
+            }
+        }
+    }
+    if rt.subresource("status").is_some()
+        && let Some(obj) = applied.as_object_mut()
+    {
+        obj.shift_remove("status");
+    }
+}
+
 fn strip_managed_fields(obj: &mut Value) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.shift_remove("managedFields");
@@ -447,7 +466,7 @@ pub fn server_side_apply(
         )));
     }
     let mut applied = applied.clone();
-    strip_managed_fields(&mut applied);
+    ignore_server_fields(rt, &mut applied);
     let api_version = applied
         .get("apiVersion")
         .and_then(Value::as_str)

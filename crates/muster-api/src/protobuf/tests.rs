@@ -31,32 +31,42 @@ fn meta(name: &str) -> Option<ObjectMeta> {
     })
 }
 
-/// Fixtures recorded from the real kubectl 1.33 (`testdata/protobuf/*.bin`), each with the JSON
-/// that `kubectl ... --dry-run=client -o json` prints for the same command.
+/// Request bodies recorded from the real kubectl 1.33 by `testdata/capture.sh`: `<name>.bin`
+/// (protobuf) or `<name>.request.json` (JSON, as `kubectl run` sends), each with `<name>.json`,
+/// what `kubectl ... --dry-run=client -o json` prints for the same command.
 #[test]
 fn kubectl_fixtures_decode_to_what_kubectl_would_send_as_json() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/protobuf");
-    let mut seen = 0;
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/protobuf"));
+    let mut protobuf_bodies = 0;
     for entry in std::fs::read_dir(dir).expect("fixture dir") {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "bin") {
+        let expected = entry.unwrap().path();
+        let Some(name) = expected
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .filter(|n| !n.ends_with(".request"))
+        else {
             continue;
-        }
-        let body = std::fs::read(&path).unwrap();
-        let want: Value = serde_json::from_slice(
-            &std::fs::read(path.with_extension("json")).expect("matching .json"),
-        )
-        .unwrap();
-        let got = decode(&body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(
-            without_nulls(&got),
-            without_nulls(&want),
-            "{}",
-            path.display()
-        );
-        seen += 1;
+        };
+        let (content_type, body) = match std::fs::read(dir.join(format!("{name}.bin"))) {
+            Ok(body) => {
+                protobuf_bodies += 1;
+                ("application/vnd.kubernetes.protobuf", body)
+            }
+            Err(_) => (
+                "application/json",
+                std::fs::read(dir.join(format!("{name}.request.json"))).expect("a request body"),
+            ),
+        };
+        let want: Value = serde_json::from_slice(&std::fs::read(&expected).unwrap()).unwrap();
+        let got = crate::patch::decode_body(content_type, &body)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(without_nulls(&got), without_nulls(&want), "{name}");
     }
-    assert!(seen >= 6, "only {seen} fixtures");
+    assert!(
+        protobuf_bodies >= 10,
+        "only {protobuf_bodies} protobuf fixtures"
+    );
 }
 
 /// kubectl's JSON carries `creationTimestamp: null`; protobuf has no null.

@@ -271,3 +271,41 @@ fn apply_rejects_bad_input() {
         assert_eq!(err.code, 400, "{name}");
     }
 }
+
+#[test]
+fn server_fields_in_the_applied_config_are_ignored() {
+    let mut current = apply(None, &manifest(2, "nginx", None), "kubectl", false, T0);
+    current["metadata"]["creationTimestamp"] = json!(T0);
+    current["metadata"]["uid"] = json!("u-1");
+    current["status"] = json!({"replicas": 2});
+    // What `kubectl create deployment --dry-run=client -o yaml` prints.
+    let mut applied = manifest(2, "nginx", None);
+    applied["metadata"]["creationTimestamp"] = Value::Null;
+    applied["status"] = json!({});
+    applied["metadata"]["managedFields"] = json!([{"manager": "evil", "operation": "Apply"}]);
+    let out = apply(Some(&current), &applied, "kubectl", false, T1);
+    assert_eq!(out, current);
+}
+
+#[test]
+fn set_lists_and_granular_maps_are_recorded_per_item() {
+    let mut m = manifest(1, "x", None);
+    m["metadata"]["finalizers"] = json!(["a/b"]);
+    let created = apply(None, &m, "kubectl", false, T0);
+    let fields = &entry(&created, "kubectl").unwrap()["fieldsV1"]["f:metadata"];
+    assert_eq!(fields["f:finalizers"], json!({".": {}, "v:\"a/b\"": {}}));
+
+    // Dropping the finalizer from the manifest removes it; another manager's stays.
+    let mut more = created.clone();
+    more["metadata"]["finalizers"] = json!(["a/b", "c/d"]);
+    record_update_manager(
+        rt("Deployment"),
+        Some(&created),
+        &mut more,
+        "ctrl",
+        "Update",
+        T1,
+    );
+    let out = apply(Some(&more), &manifest(1, "x", None), "kubectl", false, T2);
+    assert_eq!(out["metadata"]["finalizers"], json!(["c/d"]));
+}
