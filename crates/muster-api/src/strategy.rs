@@ -54,6 +54,8 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
     }
     if generation_applies(rt) {
         meta_mut(obj).insert("generation".into(), json!(1));
+    } else {
+        meta_mut(obj).remove("generation");
     }
     let mut causes = Causes::default();
     validate(rt, obj, &mut causes);
@@ -126,9 +128,11 @@ pub fn prepare_status_update(rt: &ResourceType, old: &Value, new: &mut Value) ->
     finish(rt, new, causes)
 }
 
-/// Whether the kind keeps `metadata.generation` (bumped on spec changes) as Kubernetes does.
+/// Whether the kind keeps `metadata.generation` (1 on create, bumped on spec changes) as
+/// Kubernetes does: the apps/v1 workloads, and pods since 1.33. Other kinds have none.
 pub fn generation_applies(rt: &ResourceType) -> bool {
-    rt.group == "apps" && matches!(rt.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+    (rt.group == "apps" && matches!(rt.kind, "Deployment" | "ReplicaSet" | "StatefulSet"))
+        || (rt.group.is_empty() && rt.kind == "Pod")
 }
 
 /// Whether writes to the main resource keep `status` from the stored object.
@@ -2816,6 +2820,8 @@ mod tests {
         image["spec"]["containers"][0]["image"] = json!("nginx:1.26");
         image["metadata"]["labels"] = json!({"a": "b"});
         prepare_update(pods, &old, &mut image).unwrap();
+        assert_eq!(old["metadata"]["generation"], 1);
+        assert_eq!(image["metadata"]["generation"], 2);
         let mut restart = old.clone();
         restart["spec"]["restartPolicy"] = json!("Never");
         let e = prepare_update(pods, &old, &mut restart).unwrap_err();
