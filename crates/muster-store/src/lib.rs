@@ -23,6 +23,7 @@
 
 use std::sync::Arc;
 
+mod backend;
 pub mod redb_store;
 pub use redb_store::{RedbStore, StoreOptions};
 

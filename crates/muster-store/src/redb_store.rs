@@ -61,6 +61,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backend::ZeroFilledFile;
 use crate::{Event, ListResult, Object, Result, Revision, Store, StoreError, WatchStream};
 
 /// key -> (create_revision, mod_revision, JSON) encoded by [`encode_record`].
@@ -90,6 +91,9 @@ pub struct StoreOptions {
     /// redb's page cache. Reads are served from memory, so the cache only helps writes find
     /// B-tree pages; redb's default (1 GiB) would hold a second copy of every object.
     pub cache_bytes: usize,
+    /// Allocate the file's holes before redb writes into them (see `backend.rs`), so that
+    /// commits into a growing file need no filesystem journal commit. Off only to compare.
+    pub fill_holes: bool,
 }
 
 impl Default for StoreOptions {
@@ -100,6 +104,7 @@ impl Default for StoreOptions {
             progress_interval: Duration::from_secs(1),
             max_batch: 4_096,
             cache_bytes: 32 << 20,
+            fill_holes: true,
         }
     }
 }
@@ -151,8 +156,8 @@ struct Request {
 }
 
 enum Op {
-    Create(Value),
-    Update(Value, Option<Revision>),
+    Create(Prepared),
+    Update(Prepared, Option<Revision>),
     Delete(Option<Revision>),
 }
 
@@ -181,10 +186,25 @@ impl RedbStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| io_error(format!("creating {}", parent.display()), e))?;
         }
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
             .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
+        let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        let db = if options.fill_holes {
+            let backend = ZeroFilledFile::new(file)
+                .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
+            builder.create_with_backend(backend)
+        } else {
+            let backend = redb::backends::FileBackend::new(file)
+                .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
+            builder.create_with_backend(backend)
+        }
+        .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
         let (objects, revision) = load(&db)?;
 
         let shared = Arc::new(Shared {
@@ -277,8 +297,9 @@ impl Store for RedbStore {
 
     fn create<'a>(&'a self, key: &'a str, value: Value) -> BoxFuture<'a, Result<Object>> {
         Box::pin(async move {
-            check_value(key, &value)?;
-            self.write(key, Op::Create(value)).await
+            let prepared = Prepared::new(key, &value)?;
+            drop(value);
+            self.write(key, Op::Create(prepared)).await
         })
     }
 
@@ -289,8 +310,9 @@ impl Store for RedbStore {
         expected: Option<Revision>,
     ) -> BoxFuture<'a, Result<Object>> {
         Box::pin(async move {
-            check_value(key, &value)?;
-            self.write(key, Op::Update(value, expected)).await
+            let prepared = Prepared::new(key, &value)?;
+            drop(value);
+            self.write(key, Op::Update(prepared, expected)).await
         })
     }
 
@@ -470,47 +492,105 @@ async fn progress_ticker(shared: Weak<Shared>) {
     }
 }
 
-/// A value must be a JSON object with a `metadata` object, which is where the store writes
-/// `resourceVersion`.
-fn check_value(key: &str, value: &Value) -> Result<()> {
-    let Some(object) = value.as_object() else {
-        return Err(StoreError::InvalidValue(format!(
-            "{key}: value must be a JSON object"
-        )));
-    };
-    match object.get("metadata") {
-        Some(Value::Object(_)) => Ok(()),
-        Some(_) => Err(StoreError::InvalidValue(format!(
-            "{key}: metadata must be a JSON object"
-        ))),
-        None => Err(StoreError::InvalidValue(format!(
-            "{key}: value has no metadata"
-        ))),
+/// A value validated and serialized by the caller, with a gap where the writer puts the
+/// revision. Serializing (and dropping the `Value`) on the caller's thread keeps that work
+/// off the single writer thread.
+struct Prepared {
+    /// Compact JSON whose `metadata.resourceVersion` key has no value yet.
+    json: Vec<u8>,
+    /// Where the quoted revision goes in `json`.
+    revision_at: usize,
+}
+
+impl Prepared {
+    /// A value must be a JSON object with a `metadata` object, which is where the store
+    /// writes `resourceVersion` (in place when the key exists, else as the last key).
+    fn new(key: &str, value: &Value) -> Result<Prepared> {
+        let Some(object) = value.as_object() else {
+            return Err(StoreError::InvalidValue(format!(
+                "{key}: value must be a JSON object"
+            )));
+        };
+        let metadata = match object.get("metadata") {
+            Some(Value::Object(metadata)) => metadata,
+            Some(_) => {
+                return Err(StoreError::InvalidValue(format!(
+                    "{key}: metadata must be a JSON object"
+                )));
+            }
+            None => {
+                return Err(StoreError::InvalidValue(format!(
+                    "{key}: value has no metadata"
+                )));
+            }
+        };
+        let invalid = |e: serde_json::Error| StoreError::InvalidValue(format!("{key}: {e}"));
+        // The same bytes serde_json's compact writer produces, built by hand for the two
+        // outer levels so that the revision's position is known.
+        let mut json = Vec::with_capacity(1024);
+        let mut revision_at = 0;
+        json.push(b'{');
+        for (index, (name, field)) in object.iter().enumerate() {
+            if index > 0 {
+                json.push(b',');
+            }
+            serde_json::to_writer(&mut json, name).map_err(invalid)?;
+            json.push(b':');
+            if name != "metadata" {
+                serde_json::to_writer(&mut json, field).map_err(invalid)?;
+                continue;
+            }
+            json.push(b'{');
+            let mut has_revision = false;
+            for (index, (name, field)) in metadata.iter().enumerate() {
+                if index > 0 {
+                    json.push(b',');
+                }
+                serde_json::to_writer(&mut json, name).map_err(invalid)?;
+                json.push(b':');
+                if name == "resourceVersion" {
+                    revision_at = json.len();
+                    has_revision = true;
+                } else {
+                    serde_json::to_writer(&mut json, field).map_err(invalid)?;
+                }
+            }
+            if !has_revision {
+                if !metadata.is_empty() {
+                    json.push(b',');
+                }
+                json.extend_from_slice(br#""resourceVersion":"#);
+                revision_at = json.len();
+            }
+            json.push(b'}');
+        }
+        json.push(b'}');
+        Ok(Prepared { json, revision_at })
+    }
+
+    /// The final JSON, with `metadata.resourceVersion` set to `revision`.
+    fn stamp(&self, revision: Revision) -> Bytes {
+        use std::io::Write;
+        let mut json = Vec::with_capacity(self.json.len() + 22);
+        json.extend_from_slice(&self.json[..self.revision_at]);
+        // Writing into a Vec cannot fail.
+        let _ = write!(json, "\"{revision}\"");
+        json.extend_from_slice(&self.json[self.revision_at..]);
+        Bytes::from(json)
     }
 }
 
-/// Writes `revision` into `metadata.resourceVersion` and serializes. The value was checked
-/// by [`check_value`].
-fn stamp(mut value: Value, revision: Revision) -> Result<Bytes> {
-    let metadata = value
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| StoreError::InvalidValue("value has no metadata object".into()))?;
-    metadata.insert(
-        "resourceVersion".into(),
-        Value::String(revision.to_string()),
-    );
-    serde_json::to_vec(&value)
-        .map(Bytes::from)
-        .map_err(|e| StoreError::InvalidValue(e.to_string()))
+/// A stored object's JSON with `metadata.resourceVersion` set to `revision`.
+fn restamp(object: &Object, revision: Revision) -> Result<Bytes> {
+    Ok(Prepared::new(&object.key, &object.json()?)?.stamp(revision))
 }
 
-fn encode_record(object: &Object) -> Vec<u8> {
-    let mut record = Vec::with_capacity(RECORD_HEADER + object.value.len());
-    record.extend_from_slice(&object.create_revision.to_le_bytes());
-    record.extend_from_slice(&object.mod_revision.to_le_bytes());
-    record.extend_from_slice(&object.value);
-    record
+/// Writes `object` as a stored record into `record`, which is exactly
+/// `RECORD_HEADER + object.value.len()` bytes long.
+fn encode_record(object: &Object, record: &mut [u8]) {
+    record[..8].copy_from_slice(&object.create_revision.to_le_bytes());
+    record[8..RECORD_HEADER].copy_from_slice(&object.mod_revision.to_le_bytes());
+    record[RECORD_HEADER..].copy_from_slice(&object.value);
 }
 
 fn decode_record(key: &str, record: &[u8]) -> Result<Object> {
@@ -686,7 +766,7 @@ fn apply_op(key: &Arc<str>, op: Op, current: Option<Object>, revision: Revision)
         _ => Ok(()),
     };
     match op {
-        Op::Create(value) => {
+        Op::Create(prepared) => {
             if current.is_some() {
                 return Err(StoreError::AlreadyExists(key.to_string()));
             }
@@ -694,7 +774,7 @@ fn apply_op(key: &Arc<str>, op: Op, current: Option<Object>, revision: Revision)
                 key: key.clone(),
                 create_revision: revision,
                 mod_revision: revision,
-                value: stamp(value, revision)?,
+                value: prepared.stamp(revision),
             };
             Ok(Change {
                 key: key.clone(),
@@ -702,7 +782,7 @@ fn apply_op(key: &Arc<str>, op: Op, current: Option<Object>, revision: Revision)
                 event: Event::Put { object, prev: None },
             })
         }
-        Op::Update(value, expected) => {
+        Op::Update(prepared, expected) => {
             let current = current.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
             check_expected(&current, expected)?;
             let object = Object {
@@ -710,7 +790,7 @@ fn apply_op(key: &Arc<str>, op: Op, current: Option<Object>, revision: Revision)
                 key: current.key.clone(),
                 create_revision: current.create_revision,
                 mod_revision: revision,
-                value: stamp(value, revision)?,
+                value: prepared.stamp(revision),
             };
             Ok(Change {
                 key: current.key.clone(),
@@ -724,12 +804,11 @@ fn apply_op(key: &Arc<str>, op: Op, current: Option<Object>, revision: Revision)
         Op::Delete(expected) => {
             let current = current.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
             check_expected(&current, expected)?;
-            let last_value = current.json()?;
             let object = Object {
                 key: current.key.clone(),
                 create_revision: current.create_revision,
                 mod_revision: revision,
-                value: stamp(last_value, revision)?,
+                value: restamp(&current, revision)?,
             };
             Ok(Change {
                 key: current.key.clone(),
@@ -755,9 +834,11 @@ fn persist(
         for change in changes {
             match &change.new {
                 Some(object) => {
-                    objects
-                        .insert(&*change.key, encode_record(object).as_slice())
+                    // Written straight into the page: no intermediate record buffer.
+                    let mut record = objects
+                        .insert_reserve(&*change.key, RECORD_HEADER + object.value.len())
                         .map_err(|e| fail(&e))?;
+                    encode_record(object, record.as_mut());
                 }
                 None => {
                     objects.remove(&*change.key).map_err(|e| fail(&e))?;
@@ -800,4 +881,82 @@ fn publish(shared: &Shared, changes: Vec<Change>, last_revision: Revision) {
         }
     }
     deliver(&mut hub, &events, last_revision);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn prepared_json_equals_serde_json_of_the_stamped_value() {
+        let cases = [
+            json!({"metadata": {}}),
+            json!({"metadata": {"name": "a"}}),
+            json!({"metadata": {"resourceVersion": "17"}}),
+            json!({"metadata": {"resourceVersion": 17, "name": "a"}}),
+            json!({"metadata": {"name": "a", "resourceVersion": "1", "uid": "u"}}),
+            json!({"kind": "Pod", "metadata": {"name": "q\"uote\\"}, "spec": {"x": [1, 2.5, null, true]}}),
+            json!({"a": {"metadata": {"resourceVersion": "nested, untouched"}}, "metadata": {}, "z": "é\u{1}"}),
+            json!({"metadata": {"annotations": {"resourceVersion": "in a map, untouched"}}}),
+        ];
+        for value in cases {
+            let prepared = Prepared::new("/k", &value).unwrap();
+            for revision in [2, 10, u64::MAX] {
+                let mut expected = value.clone();
+                expected["metadata"]["resourceVersion"] = json!(revision.to_string());
+                assert_eq!(
+                    std::str::from_utf8(&prepared.stamp(revision)).unwrap(),
+                    serde_json::to_string(&expected).unwrap(),
+                    "{value}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_short_ones_are_corrupt() {
+        let object = Object {
+            key: Arc::from("/k"),
+            create_revision: 3,
+            mod_revision: u64::MAX - 1,
+            value: Bytes::from_static(br#"{"metadata":{}}"#),
+        };
+        let mut record = vec![0; RECORD_HEADER + object.value.len()];
+        encode_record(&object, &mut record);
+        assert_eq!(decode_record("/k", &record).unwrap(), object);
+        for len in [0, 1, RECORD_HEADER - 1] {
+            assert!(matches!(
+                decode_record("/k", &record[..len]),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn load_rejects_revisions_beyond_the_store_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let db = Database::builder().create(&path).unwrap();
+        load(&db).unwrap(); // initializes revision 1
+        let txn = db.begin_write().unwrap();
+        {
+            let object = Object {
+                key: Arc::from("/k"),
+                create_revision: 2,
+                mod_revision: 5,
+                value: Bytes::from_static(br#"{"metadata":{"resourceVersion":"5"}}"#),
+            };
+            let mut table = txn.open_table(OBJECTS).unwrap();
+            let mut record = vec![0; RECORD_HEADER + object.value.len()];
+            encode_record(&object, &mut record);
+            table.insert("/k", record.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        match load(&db) {
+            Err(StoreError::Corrupt(message)) => assert!(message.contains("/k"), "{message}"),
+            other => panic!("expected Corrupt, got {:?}", other.map(|(_, rev)| rev)),
+        }
+    }
 }
