@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 mod backend;
 pub mod redb_store;
-pub use redb_store::{RedbStore, StoreOptions};
+pub use redb_store::{RedbStore, StoreOptions, StoreStats};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;

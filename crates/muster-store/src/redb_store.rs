@@ -109,6 +109,18 @@ impl Default for StoreOptions {
     }
 }
 
+/// Counters for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStats {
+    pub revision: Revision,
+    pub objects: usize,
+    /// redb transactions committed (one fsync each).
+    pub commits: u64,
+    /// Successful writes committed; `committed_writes / commits` is the mean batch size.
+    pub committed_writes: u64,
+    pub watchers: usize,
+}
+
 /// The embedded store. See the module documentation for the design.
 pub struct RedbStore {
     shared: Arc<Shared>,
@@ -122,6 +134,8 @@ struct Shared {
     hub: Mutex<Hub>,
     /// Mirrors `kv.revision` for lock-free [`Store::revision`].
     revision: AtomicU64,
+    commits: AtomicU64,
+    committed_writes: AtomicU64,
     options: StoreOptions,
 }
 
@@ -215,6 +229,8 @@ impl RedbStore {
                 watchers: Vec::new(),
             }),
             revision: AtomicU64::new(revision),
+            commits: AtomicU64::new(0),
+            committed_writes: AtomicU64::new(0),
             options,
         });
         let (requests, queue) = std_mpsc::channel();
@@ -238,6 +254,17 @@ impl RedbStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let watchers = self.shared.hub.lock().watchers.len();
+        StoreStats {
+            revision: self.shared.revision.load(Ordering::Acquire),
+            objects: self.len(),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            committed_writes: self.shared.committed_writes.load(Ordering::Relaxed),
+            watchers,
+        }
     }
 
     async fn write(&self, key: &str, op: Op) -> Result<Object> {
@@ -748,6 +775,10 @@ fn commit_batch(
         return Err(reason);
     }
 
+    shared.commits.fetch_add(1, Ordering::Relaxed);
+    shared
+        .committed_writes
+        .fetch_add(changes.len() as u64, Ordering::Relaxed);
     publish(shared, changes, last_revision);
     for (reply, answer) in answers {
         let _ = reply.send(answer);
