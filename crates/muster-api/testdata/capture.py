@@ -9,7 +9,7 @@ Regenerate the fixtures with testdata/capture.sh.
 import json, os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-PORT, OUT = int(sys.argv[1]), sys.argv[2]
+OUT = "."
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
@@ -69,4 +69,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-HTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+if __name__ == "__main__":
+    OUT = sys.argv[2]
+    HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

@@ -185,7 +185,9 @@ fn merge_map(
             orders.push((field, order));
             continue;
         }
+        // A null (kubectl sends `"rollingUpdate": null` next to `$retainKeys`) is allowed.
         if let Some(keys) = &retain_keys
+            && !value.is_null()
             && !keys.contains(key)
         {
             return Err(ApiError::new(

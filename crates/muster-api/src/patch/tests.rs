@@ -308,6 +308,33 @@ fn strategic_merge_cases() {
     }
 }
 
+/// Patches the real `kubectl apply` (client-side, 1.33) computed for successive manifests
+/// (`testdata/capture_apply.sh`): applied to the live object, each must give the new manifest
+/// with its last-applied annotation, keeping the server-set fields.
+#[test]
+fn kubectl_apply_patches_reproduce_the_applied_manifests() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/smp"));
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join(name)).expect(name)).expect(name)
+    };
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let Some(step) = file.strip_suffix(".patch.json") else {
+            continue;
+        };
+        let live = read(&format!("{step}.live.json"));
+        let want = read(&format!("{step}.want.json"));
+        let patch = std::fs::read(dir.join(&file)).unwrap();
+        let kind = live["kind"].as_str().unwrap();
+        let got = apply_patch(rt(kind), PatchType::StrategicMerge, &live, &patch)
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert_eq!(got, want, "{step}: got {got:#}");
+        seen += 1;
+    }
+    assert!(seen >= 7, "only {seen} recorded patches");
+}
+
 #[test]
 fn bad_patches_are_rejected_with_kubernetes_codes() {
     let d = deployment();
