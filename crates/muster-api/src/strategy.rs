@@ -46,6 +46,7 @@ use crate::status::{ApiError, ApiResult, Causes};
 /// Defaults and validates a new object. On success `obj` is what is stored.
 pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
     *obj = decode(rt, obj)?;
+    check_quantities(rt, obj)?;
     clear_namespace_if_cluster_scoped(rt, obj);
     reset_for_create(rt, obj);
     apply_defaults(rt, obj);
@@ -65,6 +66,7 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
 /// Defaults and validates a replacement of `old` (a PUT, or the result of a PATCH).
 pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiResult<()> {
     *new = decode(rt, new)?;
+    check_quantities(rt, new)?;
     clear_namespace_if_cluster_scoped(rt, new);
     keep_system_metadata(old, new);
     if has_status_subresource(rt) {
@@ -922,36 +924,80 @@ fn same_quantity(a: &str, b: &str) -> bool {
         || matches!((parse_quantity(a), parse_quantity(b)), (Some(x), Some(y)) if (x - y).abs() <= f64::EPSILON * x.abs().max(1.0))
 }
 
-/// A Kubernetes quantity (`100m`, `1Gi`, `2e3`) as a number; `None` when malformed.
+/// A Kubernetes quantity (`100m`, `1Gi`, `2e3`, `1E`) as a number; `None` when malformed.
 pub fn parse_quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let factor = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0f64.powi(2),
-        "Gi" => 1024.0f64.powi(3),
-        "Ti" => 1024.0f64.powi(4),
-        "Pi" => 1024.0f64.powi(5),
-        "Ei" => 1024.0f64.powi(6),
-        _ => return None,
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let number = |n: &str| -> Option<f64> {
+        let digits = n.trim_start_matches(['+', '-']);
+        let plain = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && digits.bytes().filter(|b| *b == b'.').count() <= 1
+            && digits != ".";
+        plain.then(|| n.parse::<f64>().ok()).flatten()
     };
-    if num.is_empty() || !num.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c)) {
-        return None;
+    for (suffix, factor) in SUFFIXES {
+        if let Some(n) = q.strip_suffix(suffix)
+            && let Some(v) = number(n)
+        {
+            return Some(v * factor);
+        }
     }
-    num.parse::<f64>().ok().map(|n| n * factor)
+    if let Some(v) = number(q) {
+        return Some(v);
+    }
+    // Decimal exponent: `2e3`, `1E-3`.
+    let (mantissa, exponent) = q.split_once(['e', 'E'])?;
+    let exponent: i32 = exponent.parse().ok()?;
+    Some(number(mantissa)? * 10f64.powi(exponent))
+}
+
+/// Kubernetes rejects malformed quantities while decoding (a 400, not a 422).
+fn check_quantities(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
+    let pod_spec = match (rt.group, rt.kind) {
+        ("", "Pod") => obj.get("spec"),
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => obj.pointer("/spec/template/spec"),
+        _ => None,
+    };
+    let Some(pod_spec) = pod_spec else {
+        return Ok(());
+    };
+    for key in ["containers", "initContainers"] {
+        for ctr in ports_of(pod_spec.get(key)) {
+            for kind in ["limits", "requests"] {
+                let Some(m) = ctr
+                    .pointer(&format!("/resources/{kind}"))
+                    .and_then(Value::as_object)
+                else {
+                    continue;
+                };
+                for q in m.values() {
+                    if q.as_str().and_then(parse_quantity).is_none() {
+                        return Err(ApiError::bad_request(format!(
+                            "{} in version \"{}\" cannot be handled as a {}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                            rt.kind, rt.version, rt.kind
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1589,6 +1635,30 @@ fn validate_container(
     if str_of(ctr, "image").trim().is_empty() {
         c.required(&format!("{cp}.image"));
     }
+    let limits = ctr.pointer("/resources/limits").and_then(Value::as_object);
+    if let (Some(requests), Some(limits)) = (
+        ctr.pointer("/resources/requests")
+            .and_then(Value::as_object),
+        limits,
+    ) {
+        for (resource, request) in requests {
+            let (Some(req), Some(limit)) = (
+                request.as_str(),
+                limits.get(resource).and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            if let (Some(r), Some(l)) = (parse_quantity(req), parse_quantity(limit))
+                && r > l
+            {
+                c.invalid(
+                    &format!("{cp}.resources.requests"),
+                    &json!(req),
+                    &format!("must be less than or equal to {resource} limit of {limit}"),
+                );
+            }
+        }
+    }
     check_supported(
         c,
         &format!("{cp}.imagePullPolicy"),
@@ -1866,7 +1936,14 @@ fn validate_service_spec(spec: &Value, c: &mut Causes) {
         }
         let protocol = str_of(port, "protocol").to_string();
         if !seen.insert((number, protocol.clone())) {
-            c.duplicate(&pp, &json!(format!("{number}/{protocol}")));
+            // Kubernetes reports the (protocol, port) key as a Go struct.
+            c.push(
+                "FieldValueDuplicate",
+                &pp,
+                format!(
+                    "Duplicate value: core.ServicePort{{Name:\"\", Protocol:{protocol:?}, AppProtocol:(*string)(nil), Port:{number}, TargetPort:intstr.IntOrString{{Type:0, IntVal:0, StrVal:\"\"}}, NodePort:0}}"
+                ),
+            );
         }
     }
     check_labels(c, "spec.selector", spec.get("selector"));
@@ -2497,6 +2574,15 @@ mod tests {
             ),
             (
                 "",
+                "services",
+                json!({"metadata":{"name":"s"},"spec":{"ports":[{"name":"a","port":80},{"name":"a","port":80}]}}),
+                vec![
+                    "spec.ports[1].name: Duplicate value: \"a\"",
+                    "spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}",
+                ],
+            ),
+            (
+                "",
                 "namespaces",
                 json!({"metadata":{"name":"my.ns"}}),
                 vec![
@@ -2874,6 +2960,33 @@ mod tests {
     }
 
     #[test]
+    fn quantities() {
+        let cases = [
+            ("100m", Some(0.1)),
+            ("1", Some(1.0)),
+            ("1.5Gi", Some(1.5 * 1073741824.0)),
+            ("2e3", Some(2000.0)),
+            ("1E", Some(1e18)),
+            ("128Mi", Some(134217728.0)),
+            ("abc", None),
+            ("", None),
+            ("1Gb", None),
+        ];
+        for (q, expected) in cases {
+            assert_eq!(parse_quantity(q), expected, "{q}");
+        }
+        let pods = rt("", "pods");
+        let mut bad = json!({"metadata":{"name":"p","namespace":"default"},"spec":{"containers":[{"name":"c","image":"x","resources":{"limits":{"cpu":"lots"}}}]}});
+        assert_eq!(prepare_create(pods, &mut bad).unwrap_err().code, 400);
+        let mut over = json!({"metadata":{"name":"p","namespace":"default"},"spec":{"containers":[{"name":"c","image":"x","resources":{"requests":{"cpu":"2"},"limits":{"cpu":"1"}}}]}});
+        let e = prepare_create(pods, &mut over).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Pod \"p\" is invalid: spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"
+        );
+    }
+
+    #[test]
     fn pull_policy_defaults() {
         for (image, policy) in [
             ("nginx", "Always"),
@@ -3071,5 +3184,49 @@ mod invariants {
                 assert!(same, "{plural}: {pointer} = {value} became {stored:?}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::registry::find;
+
+    /// Cost of the per-request work on the write path. A measurement, not a check:
+    /// `cargo test -p muster-api --release -- --ignored --nocapture timing`.
+    #[test]
+    #[ignore]
+    fn create_update_and_table_cost() {
+        let pods = find("", "v1", "pods").unwrap();
+        let manifest = json!({"metadata":{"name":"web-0","namespace":"default","labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx:1.25","ports":[{"containerPort":80}],"readinessProbe":{"httpGet":{"port":80}}}]}});
+        let n = 20_000;
+        let start = std::time::Instant::now();
+        let mut stored = Value::Null;
+        for _ in 0..n {
+            let mut obj = manifest.clone();
+            prepare_create(pods, &mut obj).unwrap();
+            stored = obj;
+        }
+        let create = start.elapsed() / n;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let mut obj = stored.clone();
+            prepare_update(pods, &stored, &mut obj).unwrap();
+        }
+        let update = start.elapsed() / n;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(unknown_fields(pods, &manifest).is_empty());
+        }
+        let strict = start.elapsed() / n;
+        let now = chrono::Utc::now();
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(crate::table::row_cells(pods, &stored, now));
+        }
+        let row = start.elapsed() / n;
+        println!(
+            "pod prepare_create {create:?}, prepare_update {update:?}, unknown_fields {strict:?}, table row {row:?}"
+        );
     }
 }
