@@ -4,8 +4,10 @@
 //! list of elements `f:<field>`, `k:<merge key as JSON>` (an item of a keyed list) and
 //! `v:<value as JSON>` (an item of a set). Where muster differs from Kubernetes
 //! (structured-merge-diff):
-//! - it has no schema: list types come from the strategic-merge table ([`list_strategy`]) and
-//!   "granular" maps (whose own node is recorded as `.`) from [`is_granular_map`];
+//! - it has no schema: list types come from the strategic-merge table ([`list_strategy`]),
+//!   "granular" maps (whose own node is recorded as `.`) from [`is_granular_map`] and atomic
+//!   structs (label selectors) from [`is_atomic_struct`]; Kubernetes also records `.` for some
+//!   nodes muster does not (pointer structs such as `rollingUpdate`, keyed lists such as `ports`);
 //! - keyed list items are keyed by one field (`k:{"containerPort":80}`), not by every key of
 //!   Kubernetes' multi-field keys (`containerPort` + `protocol`);
 //! - one entry per manager and operation; Update entries are not split by apiVersion or
@@ -102,6 +104,15 @@ fn collect(
     names.pop();
 }
 
+/// Structs Kubernetes marks `+structType=atomic`: owned as a whole (`"f:selector":{}`).
+fn is_atomic_struct(kind: &str, path: &[&str]) -> bool {
+    match path.last() {
+        Some(&"selector") => kind != "Service",
+        Some(&"labelSelector" | &"namespaceSelector") => true,
+        _ => false,
+    }
+}
+
 fn collect_value(
     kind: &str,
     names: &mut Vec<String>,
@@ -111,7 +122,7 @@ fn collect_value(
 ) {
     let name_refs = names.iter().map(String::as_str).collect::<Vec<_>>();
     match value {
-        Value::Object(map) if !map.is_empty() => {
+        Value::Object(map) if !map.is_empty() && !is_atomic_struct(kind, &name_refs) => {
             if is_granular_map(kind, &name_refs) {
                 set.insert(path.clone());
             }
@@ -254,6 +265,14 @@ fn get_at_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut Value> 
         };
     }
     Some(cur)
+}
+
+fn is_empty_container(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        _ => false,
+    }
 }
 
 fn remove_at(obj: &mut Value, path: &[String]) {
@@ -542,6 +561,16 @@ pub fn server_side_apply(
             .any(|q| q.len() < path.len() && path.starts_with(q));
         if !inside_another {
             remove_at(&mut merged, path);
+            // A list or map emptied by the removal goes too, unless someone owns it.
+            let mut parent = &path[..path.len() - 1];
+            while !parent.is_empty()
+                && get_at(&merged, parent).is_some_and(is_empty_container)
+                && !covers(&others, &parent.to_vec())
+                && !covers(&applied_set, &parent.to_vec())
+            {
+                remove_at(&mut merged, parent);
+                parent = &parent[..parent.len() - 1];
+            }
         }
     }
 

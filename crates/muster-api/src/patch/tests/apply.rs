@@ -1,5 +1,6 @@
 //! Server-side apply and managedFields.
 
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::rt;
@@ -53,7 +54,7 @@ fn create_records_the_applier_in_kubernetes_format() {
             "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
             "f:spec": {
                 "f:replicas": {},
-                "f:selector": {"f:matchLabels": {".": {}, "f:app": {}}},
+                "f:selector": {},
                 "f:template": {
                     "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
                     "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}}}
@@ -308,4 +309,90 @@ fn set_lists_and_granular_maps_are_recorded_per_item() {
     );
     let out = apply(Some(&more), &manifest(1, "x", None), "kubectl", false, T2);
     assert_eq!(out["metadata"]["finalizers"], json!(["c/d"]));
+}
+
+/// A small Deployment manifest: labels, maybe replicas, containers with env and ports.
+fn arb_manifest() -> impl Strategy<Value = Value> {
+    let env = prop::collection::btree_map("[A-C]", "[0-2]", 0..3);
+    let ports = prop::collection::btree_set(80..83i64, 0..3);
+    let container = ("[a-c]:[1-2]", env, ports);
+    (
+        prop::collection::btree_map("[p-r]", "[x-y]", 0..3),
+        prop::option::of(0..3i64),
+        prop::collection::btree_map("[a-d]", container, 1..4),
+        prop::option::of(prop::sample::select(vec!["Recreate", "RollingUpdate"])),
+    )
+        .prop_map(|(labels, replicas, containers, strategy)| {
+            let containers = containers
+                .into_iter()
+                .map(|(name, (image, env, ports))| {
+                    let mut c = json!({"name": name, "image": image});
+                    if !env.is_empty() {
+                        c["env"] = env
+                            .into_iter()
+                            .map(|(n, v)| json!({"name": n, "value": v}))
+                            .collect();
+                    }
+                    if !ports.is_empty() {
+                        c["ports"] = ports
+                            .into_iter()
+                            .map(|p| json!({"containerPort": p}))
+                            .collect();
+                    }
+                    c
+                })
+                .collect::<Vec<_>>();
+            let mut m = json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web"},
+                "spec": {"template": {"spec": {"containers": containers}}}
+            });
+            if !labels.is_empty() {
+                m["metadata"]["labels"] = json!(labels);
+            }
+            if let Some(r) = replicas {
+                m["spec"]["replicas"] = json!(r);
+            }
+            if let Some(s) = strategy {
+                m["spec"]["strategy"] = json!({"type": s});
+            }
+            m
+        })
+}
+
+fn without_managed_fields(mut obj: Value) -> Value {
+    obj["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("managedFields");
+    obj
+}
+
+/// Sorts keyed lists by key so that comparisons ignore the order SSA merges items in.
+fn canonical(mut obj: Value) -> Value {
+    if let Some(containers) = obj.pointer_mut("/spec/template/spec/containers") {
+        let list = containers.as_array_mut().unwrap();
+        list.sort_by_key(|c| c["name"].as_str().unwrap().to_string());
+        for c in list {
+            for (field, key) in [("env", "name"), ("ports", "containerPort")] {
+                if let Some(items) = c.get_mut(field).and_then(Value::as_array_mut) {
+                    items.sort_by_key(|i| i[key].to_string());
+                }
+            }
+        }
+    }
+    obj
+}
+
+proptest! {
+    /// With a single applier, applying `b` over what `a` created gives exactly `b`, and
+    /// re-applying `b` changes nothing.
+    #[test]
+    fn a_lone_applier_gets_exactly_its_manifest(a in arb_manifest(), b in arb_manifest()) {
+        let created = apply(None, &a, "kubectl", false, T0);
+        let updated = apply(Some(&created), &b, "kubectl", false, T1);
+        prop_assert_eq!(canonical(without_managed_fields(updated.clone())), canonical(b.clone()));
+        let again = apply(Some(&updated), &b, "kubectl", false, T2);
+        prop_assert_eq!(&again, &updated);
+    }
 }
