@@ -2079,6 +2079,7 @@ fn validate_workload(kind: &str, spec: &Value, c: &mut Causes) {
     match selector {
         None | Some(Value::Null) => c.required("spec.selector"),
         Some(sel) => {
+            validate_label_selector(sel, "spec.selector", c);
             let empty = sel
                 .get("matchLabels")
                 .and_then(Value::as_object)
@@ -2091,26 +2092,29 @@ fn validate_workload(kind: &str, spec: &Value, c: &mut Causes) {
                     &go_label_selector(sel),
                     &format!("empty selector is invalid for {}", kind.to_lowercase()),
                 );
-            } else {
-                match crate::selector::LabelSelector::from_json(sel) {
-                    Err(e) => {
-                        invalid_shown(c, "spec.selector", &go_label_selector(sel), &e.message)
-                    }
-                    Ok(parsed) => {
-                        let labels = template_labels
-                            .and_then(Value::as_object)
-                            .cloned()
-                            .unwrap_or_default();
-                        if !parsed.matches(&labels) {
-                            invalid_shown(
-                                c,
-                                "spec.template.metadata.labels",
-                                &go_string_map(template_labels),
-                                "`selector` does not match template `labels`",
-                            );
-                        }
+            }
+            match crate::selector::LabelSelector::from_json(sel) {
+                Err(_) => invalid_shown(
+                    c,
+                    "spec.selector",
+                    &go_label_selector(sel),
+                    "invalid label selector",
+                ),
+                Ok(parsed) if !parsed.is_everything() => {
+                    let labels = template_labels
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    if !parsed.matches(&labels) {
+                        invalid_shown(
+                            c,
+                            "spec.template.metadata.labels",
+                            &go_string_map(template_labels),
+                            "`selector` does not match template `labels`",
+                        );
                     }
                 }
+                Ok(_) => {}
             }
         }
     }
@@ -2160,6 +2164,49 @@ fn validate_workload(kind: &str, spec: &Value, c: &mut Causes) {
             }
         }
         _ => {}
+    }
+}
+
+/// Kubernetes' `ValidateLabelSelector` for a `metav1.LabelSelector` at `path`.
+fn validate_label_selector(sel: &Value, path: &str, c: &mut Causes) {
+    check_labels(c, &format!("{path}.matchLabels"), sel.get("matchLabels"));
+    for (i, expr) in ports_of(sel.get("matchExpressions")).iter().enumerate() {
+        let ep = format!("{path}.matchExpressions[{i}]");
+        let values = ports_of(expr.get("values"));
+        match str_of(expr, "operator") {
+            "In" | "NotIn" => {
+                if values.is_empty() {
+                    required_because(
+                        c,
+                        &format!("{ep}.values"),
+                        "must be specified when `operator` is 'In' or 'NotIn'",
+                    );
+                }
+            }
+            "Exists" | "DoesNotExist" => {
+                if !values.is_empty() {
+                    c.forbidden(
+                        &format!("{ep}.values"),
+                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    );
+                }
+            }
+            other => c.invalid(
+                &format!("{ep}.operator"),
+                &json!(other),
+                "not a valid selector operator",
+            ),
+        }
+        let key = str_of(expr, "key");
+        for msg in is_qualified_name(key) {
+            c.invalid(&format!("{ep}.key"), &json!(key), &msg);
+        }
+        for (j, v) in values.iter().enumerate() {
+            let v = v.as_str().unwrap_or("");
+            for msg in is_valid_label_value(v) {
+                c.invalid(&format!("{ep}.values[{j}]"), &json!(v), &msg);
+            }
+        }
     }
 }
 
@@ -2570,6 +2617,15 @@ mod tests {
                     "spec.ports[0].name: Required value",
                     "spec.ports[1].name: Required value",
                     "spec.ports[1].protocol: Unsupported value: \"FOO\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                ],
+            ),
+            (
+                "apps",
+                "replicasets",
+                json!({"metadata":{"name":"rs"},"spec":{"selector":{"matchExpressions":[{"key":"app","operator":"In"}]},"template":{"metadata":{"labels":{"app":"x"}},"spec":{"containers":[{"name":"c","image":"x"}]}}}}),
+                vec![
+                    "spec.selector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'",
+                    "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement{v1.LabelSelectorRequirement{Key:\"app\", Operator:\"In\", Values:[]string(nil)}}}: invalid label selector",
                 ],
             ),
             (
