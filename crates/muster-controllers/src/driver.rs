@@ -914,7 +914,14 @@ pub fn sync_pod_schedule(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncR
                     }
                     return Err(e.into());
                 }
-                record(&ctx, "default-scheduler", reference(pod.as_ref()), "Normal", "Scheduled", format!("Successfully assigned {ns}/{name} to {node}"));
+                record(
+                    &ctx,
+                    "default-scheduler",
+                    reference(pod.as_ref()),
+                    "Normal",
+                    "Scheduled",
+                    format!("Successfully assigned {ns}/{name} to {node}"),
+                );
                 Ok(None)
             }
             scheduler::Decision::Unschedulable { message } => {
@@ -941,7 +948,11 @@ pub fn sync_pod_schedule(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncR
                         last_transition_time: Some(Time(Timestamp::now())),
                         ..Default::default()
                     });
-                    let patch = json!({"status": {"conditions": conditions, "phase": util::pod_phase(&pod)}});
+                    // The resourceVersion guards against overwriting a status the kubelet just wrote.
+                    let patch = json!({
+                        "metadata": {"resourceVersion": pod.metadata.resource_version},
+                        "status": {"conditions": conditions},
+                    });
                     match api
                         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
@@ -950,9 +961,18 @@ pub fn sync_pod_schedule(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncR
                             ctx.pods.upsert(p);
                         }
                         Err(e) if is_status(&e, 404) => return Ok(None),
+                        // A newer pod is on its way through the watch; it queues us again.
+                        Err(e) if is_status(&e, 409) => return Ok(None),
                         Err(e) => return Err(e.into()),
                     }
-                    record(&ctx, "default-scheduler", reference(pod.as_ref()), "Warning", "FailedScheduling", message);
+                    record(
+                        &ctx,
+                        "default-scheduler",
+                        reference(pod.as_ref()),
+                        "Warning",
+                        "FailedScheduling",
+                        message,
+                    );
                 }
                 // Node changes requeue every pending pod; this is a slow safety net.
                 Ok(Some(Duration::from_secs(30)))

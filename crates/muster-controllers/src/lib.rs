@@ -10,6 +10,7 @@ pub mod driver_apps;
 pub mod driver_gc;
 pub mod endpoints;
 pub mod gc;
+pub mod leader;
 pub mod namespace;
 pub mod replicaset;
 pub mod runtime;
@@ -33,20 +34,51 @@ pub struct ControllersConfig {
     pub workers: usize,
     /// Who is acting: event `reportingInstance`, lease holder identity.
     pub identity: String,
+    /// With several controller processes, only the holder of this Lease acts.
+    pub leader_election: Option<leader::LeaderElection>,
 }
 
 impl Default for ControllersConfig {
     fn default() -> Self {
         ControllersConfig {
             workers: 4,
-            identity: format!("muster-controllers-{}", std::process::id()),
+            identity: format!(
+                "muster-controllers-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+            leader_election: None,
         }
     }
 }
 
 /// Runs every controller against the API behind `client` until the process ends or a task
-/// fails. `ready` turns true once every informer has listed its resource.
+/// fails. `ready` turns true once every informer has listed its resource (with leader
+/// election: once this process leads and has synced). Losing the lease ends `run` with an
+/// error, as Kubernetes' controller manager exits: the caller restarts or stops.
 pub async fn run(
+    client: Client,
+    config: ControllersConfig,
+    ready: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let Some(le) = config.leader_election.clone() else {
+        return run_unguarded(client, config, ready).await;
+    };
+    tracing::info!(identity = %config.identity, lease = %format!("{}/{}", le.namespace, le.name), "waiting to lead");
+    leader::acquire(&client, &le, &config.identity).await;
+    tracing::info!(identity = %config.identity, "leading");
+    let keeper = leader::keep(&client, &le, &config.identity);
+    tokio::select! {
+        r = run_unguarded(client.clone(), config.clone(), ready.clone()) => r,
+        _ = keeper => {
+            ready.send_replace(false);
+            anyhow::bail!("lost the controllers lease {}/{}", le.namespace, le.name)
+        }
+    }
+}
+
+/// The controllers without a lease gate.
+pub async fn run_unguarded(
     client: Client,
     config: ControllersConfig,
     ready: watch::Sender<bool>,

@@ -1,0 +1,222 @@
+//! Benchmarks against a real `muster apiserver` (the binary from `MUSTER_BIN` or the cargo
+//! target dir), with this crate's controllers in-process:
+//!
+//! 1. Ready-to-slice latency: time from a pod's Ready status write (pods/status) to the
+//!    EndpointSlice update that reflects it, over `FLIPS` flips (p50/p99).
+//! 2. Convergence: `SERVICES` services × `PODS` ready pods exist; the controllers start from
+//!    nothing; time until every service has a slice listing all its pods.
+//!
+//! `cargo bench -p muster-controllers --bench endpoints` (sizes: BENCH_FLIPS, BENCH_SERVICES,
+//! BENCH_PODS; the figures use 1000, 10000 and 10).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pod(name: &str, app: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([("app".to_string(), app.to_string())].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("x".into()),
+                ..Default::default()
+            }],
+            // Keep the scheduler out of the measurement.
+            node_name: Some("bench-node".into()),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn service(name: &str, app: &str) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some([("app".to_string(), app.to_string())].into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn ip(i: usize) -> String {
+    format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+async fn flip_latency(flips: usize) {
+    let c = Cluster::start().await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let n = 100;
+    for i in 0..n {
+        pods.create(&PostParams::default(), &pod(&format!("flip-{i}"), "flip"))
+            .await
+            .unwrap();
+        set_pod_status(&c.client, "default", &format!("flip-{i}"), &ip(i), true).await;
+    }
+    services
+        .create(&PostParams::default(), &service("flip", "flip"))
+        .await
+        .unwrap();
+    // Every slice event: (ip → ready) as of that event, with the arrival time.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, HashMap<String, bool>)>();
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    tokio::spawn(async move {
+        let cfg = watcher::Config::default().labels("kubernetes.io/service-name=flip");
+        let mut s = watcher(slices, cfg).applied_objects().boxed();
+        while let Ok(Some(slice)) = s.try_next().await {
+            let m = slice
+                .endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.addresses[0].clone(),
+                        e.conditions.as_ref().and_then(|c| c.ready) == Some(true),
+                    )
+                })
+                .collect();
+            let _ = tx.send((Instant::now(), m));
+        }
+    });
+    // Wait for the initial state.
+    loop {
+        let (_, m) = rx.recv().await.unwrap();
+        if m.len() == n && m.values().all(|r| *r) {
+            break;
+        }
+    }
+    let mut ready = vec![true; n];
+    let mut lat = Vec::with_capacity(flips);
+    for k in 0..flips {
+        let i = (k * 37) % n;
+        ready[i] = !ready[i];
+        let start = Instant::now();
+        set_pod_status(&c.client, "default", &format!("flip-{i}"), &ip(i), ready[i]).await;
+        loop {
+            let (at, m) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("slice update")
+                .unwrap();
+            if m.get(&ip(i)) == Some(&ready[i]) {
+                lat.push(at - start);
+                break;
+            }
+        }
+    }
+    lat.sort();
+    println!(
+        "ready→slice latency over {flips} flips: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().unwrap().as_secs_f64() * 1e3
+    );
+}
+
+async fn convergence(services_n: usize, pods_n: usize) {
+    // Every pod and service exists before the controllers start: they converge from empty.
+    let mut c = Cluster::start_api_only().await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let t = Instant::now();
+    futures::stream::iter(0..services_n)
+        .map(|s| {
+            let pods = pods.clone();
+            let services = services.clone();
+            let client = c.client.clone();
+            async move {
+                for p in 0..pods_n {
+                    let name = format!("s{s}-p{p}");
+                    pods.create(&PostParams::default(), &pod(&name, &format!("s{s}")))
+                        .await
+                        .unwrap();
+                    set_pod_status(&client, "default", &name, &ip(s * pods_n + p), true).await;
+                }
+                services
+                    .create(
+                        &PostParams::default(),
+                        &service(&format!("s{s}"), &format!("s{s}")),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    println!(
+        "setup: {services_n} services and {} pods written in {:.1} s",
+        services_n * pods_n,
+        t.elapsed().as_secs_f64()
+    );
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let start = Instant::now();
+    let cfg = muster_controllers::ControllersConfig {
+        workers: 8,
+        ..Default::default()
+    };
+    c.start_controllers(cfg).await;
+    let synced = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let list = slices.list(&Default::default()).await.unwrap();
+        let complete = list
+            .items
+            .iter()
+            .filter(|s| s.endpoints.len() == pods_n)
+            .count();
+        if complete >= services_n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence: {complete}/{services_n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "converge from empty, {services_n} services × {pods_n} pods: informers synced in {:.2} s, all slices complete in {:.2} s",
+        synced.as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    flip_latency(env("BENCH_FLIPS", 1000)).await;
+    convergence(env("BENCH_SERVICES", 10_000), env("BENCH_PODS", 10)).await;
+}
