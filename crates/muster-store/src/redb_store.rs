@@ -672,7 +672,9 @@ fn load(db: &Database) -> Result<(BTreeMap<Arc<str>, Object>, Revision)> {
     let table = txn
         .open_table(OBJECTS)
         .map_err(|e| io_error("opening the objects table", e))?;
-    let mut objects = BTreeMap::new();
+    // Collected first: building the map from a whole sorted sequence is a bulk load, much
+    // cheaper than one insertion at a time.
+    let mut objects = Vec::new();
     for entry in table.iter().map_err(|e| io_error("reading objects", e))? {
         let (key, record) = entry.map_err(|e| io_error("reading objects", e))?;
         let object = decode_record(key.value(), record.value())?;
@@ -682,9 +684,9 @@ fn load(db: &Database) -> Result<(BTreeMap<Arc<str>, Object>, Revision)> {
                 object.key, object.create_revision, object.mod_revision
             )));
         }
-        objects.insert(object.key.clone(), object);
+        objects.push((object.key.clone(), object));
     }
-    Ok((objects, revision))
+    Ok((BTreeMap::from_iter(objects), revision))
 }
 
 fn writer_loop(db: Database, shared: Arc<Shared>, queue: std_mpsc::Receiver<Request>) {
