@@ -33,9 +33,9 @@
 //!   continues counting from where it stopped. The history does not survive a restart: a
 //!   watch from an older revision gets `Gone` and re-lists, as after an etcd compaction.
 //!   After a crash redb repairs the file on open (about 0.4 s for 100,000 pods here).
-//! - **Disk layout.** The file is redb's; the backend in `backend.rs` only makes sure a region of the
-//!   file is allocated before redb first writes into it, so that commits into a growing file
-//!   do not also commit the filesystem journal (see there for the measurements).
+//! - **Disk layout.** The file is redb's; the backend in `backend.rs` only makes sure that a
+//!   region of the file is allocated before redb first writes into it, so that commits into a
+//!   growing file do not also commit the filesystem journal (measurements there).
 //!
 //! # Invariants
 //!
@@ -232,7 +232,15 @@ impl RedbStore {
             builder.create_with_backend(backend)
         }
         .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
+        let started = Instant::now();
         let (objects, revision) = load(&db)?;
+        tracing::info!(
+            path = %path.display(),
+            objects = objects.len(),
+            revision,
+            load_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
 
         let shared = Arc::new(Shared {
             kv: RwLock::new(Kv { objects, revision }),
