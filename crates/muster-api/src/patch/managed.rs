@@ -57,51 +57,137 @@ fn is_granular_map(kind: &str, path: &[&str]) -> bool {
 /// The fields set in `obj`, as a set of paths (members only; a map's own node only when it is
 /// a granular map, a keyed list item's own node always).
 fn field_set(kind: &str, obj: &Value) -> FieldSet {
-    let mut set = FieldSet::new();
-    let Some(root) = obj.as_object() else {
-        return set;
-    };
-    let mut names = Vec::new();
-    let mut path = Vec::new();
-    for (key, value) in root {
-        if key == "apiVersion" || key == "kind" {
-            continue;
-        }
-        if key == "metadata" {
-            let Some(meta) = value.as_object() else {
-                continue;
-            };
-            names.push("metadata".to_string());
-            path.push("f:metadata".to_string());
-            for (mk, mv) in meta {
-                if SERVER_METADATA.contains(&mk.as_str()) {
-                    continue;
-                }
-                collect(kind, &mut names, &mut path, mk, mv, &mut set);
-            }
-            path.pop();
-            names.pop();
-            continue;
-        }
-        collect(kind, &mut names, &mut path, key, value, &mut set);
-    }
-    set
+    let mut walk = Walk::new(kind);
+    walk.object(obj, None);
+    walk.set
 }
 
-/// Adds the field `key` (holding `value`) under `path` to `set`.
-fn collect(
-    kind: &str,
-    names: &mut Vec<String>,
-    path: &mut FieldPath,
-    key: &str,
-    value: &Value,
-    set: &mut FieldSet,
-) {
-    names.push(key.to_string());
-    path.push(format!("f:{key}"));
-    collect_value(kind, names, path, value, set);
-    path.pop();
-    names.pop();
+/// The fields set in `new`, and those of them whose value differs from `old` (all of them when
+/// there is no `old`). A node with fields below it (a granular map, a list item, a set) only
+/// differs by appearing; its children are compared on their own.
+fn field_set_diff(kind: &str, new: &Value, old: Option<&Value>) -> (FieldSet, FieldSet) {
+    let mut walk = Walk::new(kind);
+    walk.object(new, Some(old.unwrap_or(&Value::Null)));
+    (walk.set, walk.touched)
+}
+
+/// A walk over an object collecting its field set, and optionally, against an older version of
+/// the object, the fields that changed.
+struct Walk<'k> {
+    kind: &'k str,
+    /// Field names from the root (list items add none): the context for list strategies.
+    names: Vec<String>,
+    path: FieldPath,
+    set: FieldSet,
+    touched: FieldSet,
+}
+
+impl<'k> Walk<'k> {
+    fn new(kind: &'k str) -> Self {
+        Walk {
+            kind,
+            names: Vec::new(),
+            path: Vec::new(),
+            set: FieldSet::new(),
+            touched: FieldSet::new(),
+        }
+    }
+
+    /// `old` is `None` when not comparing, `Some(Null)` when comparing with nothing.
+    fn object(&mut self, obj: &Value, old: Option<&Value>) {
+        let Some(root) = obj.as_object() else {
+            return;
+        };
+        for (key, value) in root {
+            if key == "apiVersion" || key == "kind" {
+                continue;
+            }
+            let old_value = old.map(|o| o.get(key).unwrap_or(&Value::Null));
+            if key == "metadata" {
+                let Some(meta) = value.as_object() else {
+                    continue;
+                };
+                self.names.push("metadata".to_string());
+                self.path.push("f:metadata".to_string());
+                for (mk, mv) in meta {
+                    if !SERVER_METADATA.contains(&mk.as_str()) {
+                        let old_mv = old_value.map(|o| o.get(mk).unwrap_or(&Value::Null));
+                        self.field(mk, mv, old_mv);
+                    }
+                }
+                self.path.pop();
+                self.names.pop();
+                continue;
+            }
+            self.field(key, value, old_value);
+        }
+    }
+
+    /// Records the current path; `changed` says whether it differs from the old object.
+    fn member(&mut self, changed: bool) {
+        if changed {
+            self.touched.insert(self.path.clone());
+        }
+        self.set.insert(self.path.clone());
+    }
+
+    fn field(&mut self, key: &str, value: &Value, old: Option<&Value>) {
+        self.names.push(key.to_string());
+        self.path.push(format!("f:{key}"));
+        self.value(value, old);
+        self.path.pop();
+        self.names.pop();
+    }
+
+    fn value(&mut self, value: &Value, old: Option<&Value>) {
+        let kind = self.kind;
+        let names = self.names.iter().map(String::as_str).collect::<Vec<_>>();
+        // Compared with nothing (`Some(Null)`), everything is new.
+        let appeared = old.is_some_and(Value::is_null);
+        match value {
+            Value::Object(map) if !map.is_empty() && !is_atomic_struct(kind, &names) => {
+                if is_granular_map(kind, &names) {
+                    self.member(old.is_some_and(|o| !o.is_object()));
+                }
+                for (k, v) in map {
+                    let old_v = old.map(|o| o.get(k).unwrap_or(&Value::Null));
+                    self.field(k, v, old_v);
+                }
+            }
+            Value::Array(items) if !items.is_empty() => match list_strategy(kind, &names) {
+                ListStrategy::MergeKey(key) if items.iter().all(|i| i.get(key).is_some()) => {
+                    let old_items = old.and_then(Value::as_array);
+                    for item in items {
+                        let old_item = old.map(|_| {
+                            old_items
+                                .and_then(|list| list.iter().find(|o| o.get(key) == item.get(key)))
+                                .unwrap_or(&Value::Null)
+                        });
+                        self.path.push(key_element(key, &item[key]));
+                        self.member(old_item.is_some_and(Value::is_null));
+                        if let Some(fields) = item.as_object() {
+                            for (k, v) in fields {
+                                let old_v = old_item.map(|o| o.get(k).unwrap_or(&Value::Null));
+                                self.field(k, v, old_v);
+                            }
+                        }
+                        self.path.pop();
+                    }
+                }
+                ListStrategy::Set => {
+                    let old_items = old.and_then(Value::as_array);
+                    self.member(old.is_some() && old_items.is_none());
+                    for item in items {
+                        self.path.push(format!("v:{item}"));
+                        self.member(old.is_some() && !old_items.is_some_and(|l| l.contains(item)));
+                        self.path.pop();
+                    }
+                }
+                _ => self.member(old.is_some_and(|o| o != value)),
+            },
+            _ => self.member(appeared || old.is_some_and(|o| o != value)),
+        }
+    }
 }
 
 /// Structs Kubernetes marks `+structType=atomic`: owned as a whole (`"f:selector":{}`).
@@ -110,55 +196,6 @@ fn is_atomic_struct(kind: &str, path: &[&str]) -> bool {
         Some(&"selector") => kind != "Service",
         Some(&"labelSelector" | &"namespaceSelector") => true,
         _ => false,
-    }
-}
-
-fn collect_value(
-    kind: &str,
-    names: &mut Vec<String>,
-    path: &mut FieldPath,
-    value: &Value,
-    set: &mut FieldSet,
-) {
-    let name_refs = names.iter().map(String::as_str).collect::<Vec<_>>();
-    match value {
-        Value::Object(map) if !map.is_empty() && !is_atomic_struct(kind, &name_refs) => {
-            if is_granular_map(kind, &name_refs) {
-                set.insert(path.clone());
-            }
-            for (k, v) in map {
-                collect(kind, names, path, k, v, set);
-            }
-        }
-        Value::Array(items) if !items.is_empty() => match list_strategy(kind, &name_refs) {
-            ListStrategy::MergeKey(key) if items.iter().all(|i| i.get(key).is_some()) => {
-                for item in items {
-                    let element = key_element(key, &item[key]);
-                    path.push(element);
-                    set.insert(path.clone());
-                    if let Some(fields) = item.as_object() {
-                        for (k, v) in fields {
-                            collect(kind, names, path, k, v, set);
-                        }
-                    }
-                    path.pop();
-                }
-            }
-            ListStrategy::Set => {
-                set.insert(path.clone());
-                for item in items {
-                    path.push(format!("v:{item}"));
-                    set.insert(path.clone());
-                    path.pop();
-                }
-            }
-            _ => {
-                set.insert(path.clone());
-            }
-        },
-        _ => {
-            set.insert(path.clone());
-        }
     }
 }
 
@@ -331,21 +368,57 @@ struct Entry {
     time: Option<String>,
     subresource: Option<String>,
     set: FieldSet,
+    /// The `fieldsV1` read from the object, reused while `set` is unchanged.
+    fields_v1: Option<Value>,
 }
 
 impl Entry {
+    fn new(manager: &str, operation: &str, api_version: String, time: &str, set: FieldSet) -> Self {
+        Entry {
+            manager: manager.to_string(),
+            operation: operation.to_string(),
+            api_version,
+            time: Some(time.to_string()),
+            subresource: None,
+            set,
+            fields_v1: None,
+        }
+    }
+
+    fn replace_set(&mut self, set: FieldSet) {
+        if set != self.set {
+            self.set = set;
+            self.fields_v1 = None;
+        }
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&FieldPath) -> bool) {
+        let before = self.set.len();
+        self.set.retain(keep);
+        if self.set.len() != before {
+            self.fields_v1 = None;
+        }
+    }
+
+    fn extend(&mut self, paths: FieldSet) {
+        let before = self.set.len();
+        self.set.extend(paths);
+        if self.set.len() != before {
+            self.fields_v1 = None;
+        }
+    }
+
     fn parse(value: &Value) -> Option<Entry> {
         let s = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_string);
+        let fields_v1 = value.get("fieldsV1").cloned();
         Some(Entry {
             manager: s("manager").unwrap_or_default(),
             operation: s("operation")?,
             api_version: s("apiVersion").unwrap_or_default(),
             time: s("time"),
             subresource: s("subresource").filter(|s| !s.is_empty()),
-            set: value
-                .get("fieldsV1")
-                .map(from_fields_v1)
-                .unwrap_or_default(),
+            set: fields_v1.as_ref().map(from_fields_v1).unwrap_or_default(),
+            fields_v1,
         })
     }
 
@@ -358,7 +431,11 @@ impl Entry {
             m.insert("time".into(), t.clone().into());
         }
         m.insert("fieldsType".into(), "FieldsV1".into());
-        m.insert("fieldsV1".into(), to_fields_v1(&self.set));
+        let fields = match &self.fields_v1 {
+            Some(cached) => cached.clone(),
+            None => to_fields_v1(&self.set),
+        };
+        m.insert("fieldsV1".into(), fields);
         if let Some(s) = &self.subresource {
             m.insert("subresource".into(), s.clone().into());
         }
@@ -492,20 +569,18 @@ pub fn server_side_apply(
         .map(str::to_string)
         .unwrap_or_else(|| rt.api_version());
     let applied_set = field_set(rt.kind, &applied);
-    let new_entry = |set: FieldSet, time: Option<String>| Entry {
-        manager: field_manager.to_string(),
-        operation: "Apply".to_string(),
-        api_version: api_version.clone(),
-        time,
-        subresource: None,
-        set,
-    };
 
     let Some(current) = current else {
         let mut created = applied.clone();
         set_entries(
             &mut created,
-            &[new_entry(applied_set, Some(now.to_string()))],
+            &[Entry::new(
+                field_manager,
+                "Apply",
+                api_version,
+                now,
+                applied_set,
+            )],
         );
         return Ok(created);
     };
@@ -530,7 +605,7 @@ pub fn server_side_apply(
             return Err(conflict_error(&entries, &conflicts));
         }
         for (i, path) in &conflicts {
-            entries[*i].set.remove(path);
+            entries[*i].retain(|p| p != path);
         }
     }
 
@@ -581,11 +656,15 @@ pub fn server_side_apply(
     };
     match entries.iter_mut().find(|e| is_mine(e)) {
         Some(e) => {
-            e.set = applied_set;
+            e.replace_set(applied_set);
             e.time = time;
             e.api_version = api_version.clone();
         }
-        None => entries.push(new_entry(applied_set, time)),
+        None => {
+            let mut entry = Entry::new(field_manager, "Apply", api_version, now, applied_set);
+            entry.time = time;
+            entries.push(entry);
+        }
     }
     set_entries(&mut merged, &entries);
     Ok(merged)
@@ -641,41 +720,30 @@ pub fn record_update_manager(
     } else {
         old.map(entries_of).unwrap_or_default()
     };
-    let new_set = field_set(rt.kind, new);
-    let old_set = old.map(|o| field_set(rt.kind, o)).unwrap_or_default();
-    let touched = new_set
-        .iter()
-        .filter(|p| changed(&new_set, p, old, new))
-        .cloned()
-        .collect::<FieldSet>();
-    let removed = old_set.difference(&new_set).cloned().collect::<Vec<_>>();
+    let (new_set, touched) = field_set_diff(rt.kind, new, old);
 
     let mine = |e: &Entry| {
         e.manager == field_manager && e.operation == operation && e.subresource.is_none()
     };
     for entry in entries.iter_mut() {
-        for path in &removed {
-            entry.set.retain(|p| !p.starts_with(path));
-        }
-        if !mine(entry) {
-            entry.set.retain(|p| !touched.contains(p));
-        }
+        let is_mine = mine(entry);
+        // Fields the write removed leave every manager; fields it changed leave the others.
+        entry.retain(|p| new_set.contains(p) && (is_mine || !touched.contains(p)));
     }
     if !touched.is_empty() {
         match entries.iter_mut().find(|e| mine(e)) {
             Some(e) => {
-                e.set.extend(touched);
+                e.extend(touched);
                 e.time = Some(now.to_string());
                 e.api_version = rt.api_version();
             }
-            None => entries.push(Entry {
-                manager: field_manager.to_string(),
-                operation: operation.to_string(),
-                api_version: rt.api_version(),
-                time: Some(now.to_string()),
-                subresource: None,
-                set: touched,
-            }),
+            None => entries.push(Entry::new(
+                field_manager,
+                operation,
+                rt.api_version(),
+                now,
+                touched,
+            )),
         }
     }
     set_entries(new, &entries);
