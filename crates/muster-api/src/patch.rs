@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::registry::ResourceType;
 use crate::status::{ApiError, ApiResult};
 
-pub use managed::{record_update_manager, server_side_apply};
+pub use managed::{record_subresource_manager, record_update_manager, server_side_apply};
 
 /// The patch formats of `PATCH` requests, named by their `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +94,7 @@ pub fn apply_patch_value(
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
             let mut doc = current.clone();
-            json_patch::patch(&mut doc, &ops).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the JSON patch failed: {e}"))
-            })?;
+            json_patch::patch(&mut doc, &ops).map_err(|e| unprocessable(&e.to_string()))?;
             Ok(doc)
         }
         PatchType::Merge => {
@@ -113,6 +111,17 @@ pub fn apply_patch_value(
             "apply patches are handled by server-side apply, not apply_patch",
         )),
     }
+}
+
+/// The 422 Kubernetes gives for a patch that cannot be applied: a fixed message, with the
+/// reason in a cause (`The request is invalid: the server rejected our request ...`).
+pub(crate) fn unprocessable(why: &str) -> ApiError {
+    ApiError::new(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request",
+    )
+    .with_cause("UnexpectedServerResponse", "", why)
 }
 
 fn require_object(patch: &Value, what: &str) -> ApiResult<()> {

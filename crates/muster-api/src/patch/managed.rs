@@ -712,6 +712,33 @@ pub fn record_update_manager(
     operation: &str,
     now: &str,
 ) {
+    record_manager(rt, old, new, field_manager, operation, None, now);
+}
+
+/// [`record_update_manager`] for a write through a subresource (`status`, `scale`): the entry
+/// carries `subresource`, as Kubernetes records it.
+pub fn record_subresource_manager(
+    rt: &ResourceType,
+    old: Option<&Value>,
+    new: &mut Value,
+    field_manager: &str,
+    operation: &str,
+    subresource: &str,
+    now: &str,
+) {
+    let subresource = Some(subresource).filter(|s| !s.is_empty());
+    record_manager(rt, old, new, field_manager, operation, subresource, now);
+}
+
+fn record_manager(
+    rt: &ResourceType,
+    old: Option<&Value>,
+    new: &mut Value,
+    field_manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+    now: &str,
+) {
     let sent = new
         .pointer("/metadata/managedFields")
         .is_some_and(Value::is_array);
@@ -723,7 +750,9 @@ pub fn record_update_manager(
     let (new_set, touched) = field_set_diff(rt.kind, new, old);
 
     let mine = |e: &Entry| {
-        e.manager == field_manager && e.operation == operation && e.subresource.is_none()
+        e.manager == field_manager
+            && e.operation == operation
+            && e.subresource.as_deref() == subresource
     };
     for entry in entries.iter_mut() {
         let is_mine = mine(entry);
@@ -737,13 +766,12 @@ pub fn record_update_manager(
                 e.time = Some(now.to_string());
                 e.api_version = rt.api_version();
             }
-            None => entries.push(Entry::new(
-                field_manager,
-                operation,
-                rt.api_version(),
-                now,
-                touched,
-            )),
+            None => {
+                let mut entry =
+                    Entry::new(field_manager, operation, rt.api_version(), now, touched);
+                entry.subresource = subresource.map(str::to_string);
+                entries.push(entry);
+            }
         }
     }
     set_entries(new, &entries);

@@ -190,11 +190,9 @@ fn merge_map(
             && !value.is_null()
             && !keys.contains(key)
         {
-            return Err(ApiError::new(
-                422,
-                "Invalid",
-                format!("patch field {key:?} is not listed in $retainKeys {keys:?}"),
-            ));
+            return Err(super::unprocessable(&format!(
+                "patch field {key:?} is not listed in $retainKeys {keys:?}"
+            )));
         }
         if value.is_null() {
             original.shift_remove(key);

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::rt;
-use crate::patch::{record_update_manager, server_side_apply};
+use crate::patch::{record_subresource_manager, record_update_manager, server_side_apply};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 const T1: &str = "2026-01-01T00:01:00Z";
@@ -395,4 +395,46 @@ proptest! {
         let again = apply(Some(&updated), &b, "kubectl", false, T2);
         prop_assert_eq!(&again, &updated);
     }
+}
+
+#[test]
+fn status_writes_are_recorded_with_their_subresource() {
+    let created = apply(None, &manifest(2, "nginx", None), "kubectl", false, T0);
+    let mut with_status = created.clone();
+    with_status["status"] =
+        json!({"replicas": 2, "conditions": [{"type": "Available", "status": "True"}]});
+    record_subresource_manager(
+        rt("Deployment"),
+        Some(&created),
+        &mut with_status,
+        "muster-controllers",
+        "Update",
+        "status",
+        T1,
+    );
+    let e = entry(&with_status, "muster-controllers").unwrap();
+    assert_eq!(e["subresource"], "status");
+    assert_eq!(
+        e["fieldsV1"],
+        json!({"f:status": {"f:conditions": {"k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}}, "f:replicas": {}}})
+    );
+    // The same manager writing the main resource gets a separate entry.
+    let mut relabelled = with_status.clone();
+    relabelled["metadata"]["labels"]["x"] = json!("y");
+    record_update_manager(
+        rt("Deployment"),
+        Some(&with_status),
+        &mut relabelled,
+        "muster-controllers",
+        "Update",
+        T2,
+    );
+    let entries = relabelled["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["manager"] == "muster-controllers")
+            .count(),
+        2
+    );
 }
