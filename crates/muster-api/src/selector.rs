@@ -684,16 +684,15 @@ fn unescape_field_value(v: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = v.chars();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
+        match c {
+            '\\' => match chars.next() {
                 Some(e @ ('\\' | ',' | '=')) => out.push(e),
                 Some(e) => return Err(format!("invalid escape sequence: \\{e}")),
-                None => return Err("unterminated escape sequence".into()),
-            }
-        } else if c == ',' || c == '=' {
-            return Err(format!("unescaped {c} in value"));
-        } else {
-            out.push(c);
+                None => return Err("invalid escape sequence: \\".into()),
+            },
+            // Go prints the offending rune with %v, i.e. as its number.
+            ',' | '=' => return Err(format!("unescaped character in value: {}", c as u32)),
+            c => out.push(c),
         }
     }
     Ok(out)
@@ -714,19 +713,21 @@ pub fn parse_field_selector(s: &str) -> ApiResult<FieldSelector> {
                 "invalid selector: '{s}'; can't understand '{term}'"
             ))
         };
-        let (field, equals, raw) = if let Some((f, v)) = term.split_once("!=") {
-            (f, false, v)
-        } else if let Some((f, v)) = term.split_once("==") {
-            (f, true, v)
-        } else if let Some((f, v)) = term.split_once('=') {
-            (f, true, v)
-        } else {
+        // The first operator from the left wins, as in Kubernetes' `splitTerm`.
+        let split = term.char_indices().find_map(|(i, _)| {
+            let rest = &term[i..];
+            ["!=", "==", "="]
+                .iter()
+                .find(|op| rest.starts_with(**op))
+                .map(|op| (&term[..i], *op != "!=", &rest[op.len()..]))
+        });
+        let Some((field, equals, raw)) = split else {
             return Err(bad());
         };
         let value = unescape_field_value(raw)
             .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
         requirements.push(FieldRequirement {
-            field: field.trim().to_string(),
+            field: field.to_string(),
             equals,
             value,
         });
@@ -1017,6 +1018,16 @@ mod tests {
         assert_eq!(
             e.message,
             "invalid selector: 'nonsense'; can't understand 'nonsense'"
+        );
+        let e = parse_field_selector("a=b!=c").unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid field selector: unescaped character in value: 61"
+        );
+        let e = parse_field_selector(r"metadata.name=a\x").unwrap_err();
+        assert_eq!(
+            e.message,
+            r"invalid field selector: invalid escape sequence: \x"
         );
         let escaped = parse_field_selector(r"metadata.name=a\,b").unwrap();
         assert_eq!(escaped.exact("metadata.name"), Some("a,b"));
