@@ -3,6 +3,18 @@
 //!
 //! Everything works on objects in their JSON form (`serde_json::Value`), the way the API server
 //! stores them.
+//!
+//! How the API server uses this module:
+//! - request bodies (POST, PUT): [`decode_body`] with the `Content-Type` (JSON, YAML, protobuf);
+//! - `PATCH`: [`PatchType::from_content_type`] (`None` → 415); for `Apply`, decode the body
+//!   with [`decode_body`] (`application/apply-patch+yaml`) and call [`server_side_apply`] with
+//!   the stored object or `None` (then create it: 201); otherwise [`apply_patch`] (raw body) or
+//!   [`apply_patch_value`] (parsed body) on the stored object;
+//! - every write that is not an apply (create, update, patch) calls [`record_update_manager`]
+//!   (or [`record_subresource_manager`] for `/status` and `/scale`) with the request's
+//!   `fieldManager` (kubectl's default names: `kubectl-create`, `kubectl-client-side-apply`,
+//!   `kubectl-patch`, ...; Kubernetes falls back to the user agent's program name), operation
+//!   `Update`, before storing. Applies must not call it: [`server_side_apply`] does its own.
 
 mod managed;
 mod strategic;
