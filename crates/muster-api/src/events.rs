@@ -17,6 +17,11 @@
 //! `metadata`, `eventTime`, `series`, `action`, `reason`, `type` and `related` keep their
 //! names. Nothing is derived from anything else (a core event with only `source.component`
 //! reads back with an empty `reportingController`, as in Kubernetes).
+//!
+//! Serving events.k8s.io: create = `strategy::prepare_create(events_rt, &mut body)`, store
+//! `to_core(&body)`; read/list/watch = `from_core(&stored)`; update = `prepare_update(events_rt,
+//! &from_core(&stored), &mut body)`, store `to_core(&body)`. Field selectors and Tables work on
+//! the stored form directly (`selector::field_value`, `table::row_cells`).
 
 use serde_json::{Map, Value};
 

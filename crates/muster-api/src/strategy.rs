@@ -1,32 +1,45 @@
 //! Per-kind create/update rules, as Kubernetes' REST strategies have them: defaulting,
 //! validation, what an update may change, and which fields a status update touches.
 //!
-//! Contract used by the API server (bodies are JSON objects that already carry `apiVersion`,
-//! `kind` and `metadata`; the API server has already set `metadata.namespace`, `name` (or
-//! resolved `generateName`), `uid`, `creationTimestamp` and `generation` before calling):
+//! Contract used by the API server (bodies are JSON objects; `apiVersion`/`kind` are set from
+//! `rt`; the API server has already set `metadata.namespace`, `name` (or resolved
+//! `generateName`), `uid` and `creationTimestamp` before calling):
 //!
-//! - `prepare_create(rt, &mut obj)`: apply Kubernetes defaults (e.g. Service `targetPort` =
-//!   `port`, `protocol: TCP`, `sessionAffinity: None`, `ipFamilies`, Deployment strategy,
-//!   StatefulSet `updateStrategy`, Pod `restartPolicy`, `dnsPolicy`, `terminationGracePeriodSeconds`,
-//!   container `terminationMessagePath`, `imagePullPolicy` ...), clear `status` where Kubernetes
-//!   does on create, then validate; `Err` is a 422 `Invalid` (or 400 for undecodable bodies).
+//! - `prepare_create(rt, &mut obj)`: decode (400 with the field path on type errors or malformed
+//!   quantities), apply Kubernetes defaults (e.g. Service `targetPort` = `port`, `protocol: TCP`,
+//!   `sessionAffinity: None`, `ipFamilies`, Deployment strategy, StatefulSet `updateStrategy`,
+//!   Pod `restartPolicy`, `dnsPolicy`, `terminationGracePeriodSeconds`, container
+//!   `terminationMessagePath`, `imagePullPolicy` ...) and what the default admission plugins
+//!   add to pods (service account, priority, not-ready/unreachable tolerations), reset
+//!   `status` where Kubernetes does, set `metadata.generation` (1, or none for kinds without
+//!   one), then validate; `Err` is a 422 `Invalid` with one cause per field.
 //! - `prepare_update(rt, &old, &mut new)`: the same defaulting and validation, plus immutable
-//!   fields (e.g. Service `clusterIP`, selector of apps/v1 workloads, Pod spec except images),
-//!   `status` kept from `old` for kinds with a status subresource, and `generation` bumped when
-//!   `spec` changed.
-//! - `prepare_status_update(rt, &old, &mut new)`: only `status` (and for pods conditions etc.)
-//!   taken from `new`, everything else from `old`.
+//!   fields (e.g. Service `clusterIP`, selector of apps/v1 workloads, Pod spec except images,
+//!   StatefulSet spec except replicas/template/...), system metadata (`name`, `namespace`,
+//!   `uid`, `creationTimestamp`, `deletionTimestamp`) and `status` (for kinds with a status
+//!   subresource) kept from `old`, a Service's allocated ClusterIP/NodePorts carried over when
+//!   the client left them out, and `generation` bumped when `spec` changed.
+//! - `prepare_status_update(rt, &old, &mut new)`: only `status` (and for pods labels and
+//!   annotations) taken from `new`, everything else from `old`; the status is validated.
 //! - `unknown_fields(rt, &obj)`: dotted paths of fields the typed schema does not know, for
-//!   `fieldValidation=Strict` (400 `strict decoding error: unknown field "spec.foo"`).
+//!   `fieldValidation=Strict` ([`strict_decoding_error`]) or `Warn`
+//!   ([`unknown_field_warnings`]).
+//! - Helpers: [`generation_applies`], [`has_status_subresource`], [`service_needs_cluster_ip`],
+//!   [`service_node_ports_to_allocate`], [`qos_class`], [`parse_quantity`],
+//!   [`default_pull_policy`], and the name/label validators ([`is_dns1123_subdomain`],
+//!   [`is_dns1123_label`], [`is_dns1035_label`], [`is_qualified_name`],
+//!   [`is_valid_label_value`], [`is_valid_port_name`]) for the API server's own checks (e.g. a
+//!   name made from `generateName`).
 //!
 //! Objects are passed in the form of `rt` (an `events.k8s.io/v1` Event is prepared as such;
-//! converting it to the stored core/v1 form is `crate::events`' job). Every body is decoded
-//! into its `k8s-openapi` type and re-encoded, so fields the schema does not know are dropped
-//! exactly as Kubernetes' decoder drops them (Strict field validation is checked first by the
-//! caller with [`unknown_fields`]).
+//! converting it to the stored core/v1 form is `crate::events`' job, and an update's `old`
+//! must be converted back with `events::from_core` first). Every body is decoded into its
+//! `k8s-openapi` type and re-encoded, so fields the schema does not know are dropped exactly as
+//! Kubernetes' decoder drops them (Strict field validation is checked first by the caller with
+//! [`unknown_fields`]).
 //!
 //! What is *not* done here because it needs cluster state: allocating a Service's ClusterIP
-//! (an empty `spec.clusterIP` after `prepare_create` means "allocate one", then set
+//! (when [`service_needs_cluster_ip`] after `prepare_create`, allocate one and set both
 //! `clusterIP` and `clusterIPs`) and NodePorts (see [`service_node_ports_to_allocate`]).
 
 use std::collections::BTreeSet;
