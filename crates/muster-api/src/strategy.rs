@@ -24,6 +24,8 @@
 //! - `unknown_fields(rt, &obj)`: dotted paths of fields the typed schema does not know, for
 //!   `fieldValidation=Strict` ([`strict_decoding_error`]) or `Warn`
 //!   ([`unknown_field_warnings`]).
+//! - Subresources: [`bind_pod`] (`pods/binding`), [`prepare_namespace_finalize`]
+//!   (`namespaces/finalize`; plain updates keep `spec.finalizers`).
 //! - Helpers: [`generation_applies`], [`has_status_subresource`], [`service_needs_cluster_ip`],
 //!   [`service_node_ports_to_allocate`], [`qos_class`], [`parse_quantity`],
 //!   [`default_pull_policy`], and the name/label validators ([`is_dns1123_subdomain`],
@@ -84,6 +86,10 @@ pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiRes
     keep_system_metadata(old, new);
     if has_status_subresource(rt) {
         copy_field(old, new, "status");
+    }
+    if rt.group.is_empty() && rt.kind == "Namespace" {
+        // Finalizers change only through namespaces/{name}/finalize.
+        copy_field(old, new, "spec");
     }
     carry_over_allocated(rt, old, new);
     apply_defaults(rt, new);
@@ -199,6 +205,62 @@ pub fn service_node_ports_to_allocate(svc: &Value) -> Vec<usize> {
         .filter(|(_, p)| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) == 0)
         .map(|(i, _)| i)
         .collect()
+}
+
+/// Prepares a write to `namespaces/{name}/finalize`: only `spec.finalizers` comes from `new`
+/// (each a qualified name); everything else, status included, from `old`.
+pub fn prepare_namespace_finalize(old: &Value, new: &mut Value) -> ApiResult<()> {
+    let finalizers = new
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    let mut merged = old.clone();
+    obj_mut(&mut merged, "spec").insert("finalizers".into(), finalizers.clone());
+    if let Some(rv) = new.pointer("/metadata/resourceVersion") {
+        meta_mut(&mut merged).insert("resourceVersion".into(), rv.clone());
+    }
+    let mut causes = Causes::default();
+    for (i, f) in ports_of(Some(&finalizers)).iter().enumerate() {
+        let f = f.as_str().unwrap_or("");
+        for msg in is_qualified_name(f) {
+            causes.invalid(&format!("spec.finalizers[{i}]"), &json!(f), &msg);
+        }
+    }
+    causes.finish("", "Namespace", name_of(old))?;
+    *new = merged;
+    Ok(())
+}
+
+/// The `pods/{name}/binding` subresource: assigns the pod to `node` (and marks it
+/// `PodScheduled`), or the 409 Kubernetes answers when it is already assigned or deleting.
+pub fn bind_pod(pod: &mut Value, node: &str) -> ApiResult<()> {
+    let name = name_of(pod).to_string();
+    let conflict = |why: String| ApiError::conflict("", "pods/binding", &name, &why);
+    if pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        return Err(conflict(format!(
+            "pod {name} is being deleted, cannot be assigned to a host"
+        )));
+    }
+    let current = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !current.is_empty() {
+        return Err(conflict(format!(
+            "pod {name} is already assigned to node {current:?}"
+        )));
+    }
+    obj_mut(pod, "spec").insert("nodeName".into(), json!(node));
+    let status = obj_mut(pod, "status");
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if let Some(list) = conditions.as_array_mut() {
+        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        list.push(json!({"type": "PodScheduled", "status": "True"}));
+    }
+    Ok(())
 }
 
 /// Whether a Service needs a ClusterIP allocated (type is not ExternalName and `clusterIP` is
@@ -3026,6 +3088,41 @@ mod tests {
         let e = prepare_status_update(pods, &old, &mut bad).unwrap_err();
         let fields: Vec<_> = e.causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, vec!["status.phase", "status.podIP"]);
+    }
+
+    #[test]
+    fn binding_and_finalize() {
+        let mut pod = json!({"metadata":{"name":"web-0"},"spec":{"containers":[]},"status":{"conditions":[{"type":"PodScheduled","status":"False"}]}});
+        bind_pod(&mut pod, "node-1").unwrap();
+        assert_eq!(pod["spec"]["nodeName"], "node-1");
+        assert_eq!(
+            pod["status"]["conditions"],
+            json!([{"type":"PodScheduled","status":"True"}])
+        );
+        let e = bind_pod(&mut pod, "node-2").unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                409,
+                "Operation cannot be fulfilled on pods/binding \"web-0\": pod web-0 is already assigned to node \"node-1\""
+            )
+        );
+        let namespaces = rt("", "namespaces");
+        let mut old = json!({"metadata":{"name":"team-a"}});
+        prepare_create(namespaces, &mut old).unwrap();
+        old["status"]["phase"] = json!("Terminating");
+        // A plain update cannot drop the finalizer...
+        let mut update = old.clone();
+        update["spec"]["finalizers"] = json!([]);
+        prepare_update(namespaces, &old, &mut update).unwrap();
+        assert_eq!(update["spec"]["finalizers"], json!(["kubernetes"]));
+        // ...the finalize subresource can.
+        let mut finalize = old.clone();
+        finalize["spec"]["finalizers"] = json!([]);
+        finalize["status"]["phase"] = json!("Active");
+        prepare_namespace_finalize(&old, &mut finalize).unwrap();
+        assert_eq!(finalize["spec"]["finalizers"], json!([]));
+        assert_eq!(finalize["status"]["phase"], "Terminating");
     }
 
     #[test]
