@@ -5,13 +5,9 @@
 //! `v:<value as JSON>` (an item of a set). Where muster differs from Kubernetes
 //! (structured-merge-diff):
 //! - it has no schema: list types come from the strategic-merge table ([`list_strategy`]),
-//!   "granular" maps (whose own node is recorded as `.`) from [`is_granular_map`] and atomic
-//!   structs (label selectors) from [`is_atomic_struct`]; Kubernetes also records `.` for some
-//!   nodes muster does not (pointer structs such as `rollingUpdate`, keyed lists such as `ports`);
-//! - keyed list items are keyed by one field (`k:{"containerPort":80}`), not by every key of
-//!   Kubernetes' multi-field keys (`containerPort` + `protocol`);
-//! - one entry per manager and operation; Update entries are not split by apiVersion or
-//!   subresource.
+//!   which nodes are recorded themselves (`.`) from [`has_own_node`], atomic structs (label
+//!   selectors) from [`is_atomic_struct`], item keys from [`item_key_fields`];
+//! - Update entries are one per manager, operation and subresource, not split by apiVersion.
 
 use std::collections::BTreeSet;
 
@@ -39,18 +35,69 @@ const SERVER_METADATA: &[&str] = &[
     "selfLink",
 ];
 
-/// Maps whose keys are data (labels, ConfigMap data, ...) rather than fields of a struct; their
-/// own node is a member of the set, as in Kubernetes (`"f:labels":{".":{},"f:app":{}}`).
-fn is_granular_map(kind: &str, path: &[&str]) -> bool {
-    let Some(&last) = path.last() else {
-        return false;
+/// Fields whose own node Kubernetes never records: non-pointer structs and required lists,
+/// which exist (empty) in Go's zero value of their parent, so a write never "adds" them.
+const ALWAYS_PRESENT: &[&str] = &[
+    "metadata",
+    "spec",
+    "status",
+    "template",
+    "strategy",
+    "updateStrategy",
+    "containers",
+    "involvedObject",
+    "source",
+    "loadBalancer",
+    "nodeInfo",
+    "daemonEndpoints",
+    "kubeletEndpoint",
+    "state",
+    "lastState",
+];
+
+/// Whether a node with fields below it is itself a member of a field set (`"f:labels":{".":{},
+/// "f:app":{}}`): maps, pointers and optional lists are; see [`ALWAYS_PRESENT`].
+fn has_own_node(path: &[&str]) -> bool {
+    match path {
+        [] => false,
+        [.., parent, "resources"] => !matches!(
+            *parent,
+            "containers" | "initContainers" | "ephemeralContainers"
+        ),
+        [.., last] => !ALWAYS_PRESENT.contains(last),
+    }
+}
+
+/// The `k:` element naming `item` of a list merged by `key`: the key fields Kubernetes uses
+/// (`protocol` too for ports, defaulting to `TCP` as the API server would; `whenUnsatisfiable`
+/// for topology spread constraints). `None` when the item lacks the merge key.
+fn item_key(key: &str, item: &Value) -> Option<Map<String, Value>> {
+    let mut fields = Map::new();
+    fields.insert(key.to_string(), item.get(key)?.clone());
+    let extra: &[&str] = match key {
+        "containerPort" | "port" => &["protocol"],
+        "topologyKey" => &["whenUnsatisfiable"],
+        _ => &[],
     };
-    match last {
-        "labels" | "annotations" | "nodeSelector" | "matchLabels" | "limits" | "requests"
-        | "capacity" | "allocatable" | "overhead" => true,
-        "data" | "binaryData" | "stringData" => path.len() == 1,
-        "selector" => kind == "Service" && path == ["spec", "selector"],
-        _ => false,
+    for field in extra {
+        match item.get(*field) {
+            Some(v) => {
+                fields.insert(field.to_string(), v.clone());
+            }
+            None if *field == "protocol" => {
+                fields.insert(field.to_string(), "TCP".into());
+            }
+            None => {}
+        }
+    }
+    Some(fields)
+}
+
+/// Whether `item` has `value` in key field `field` (a missing `protocol` is `TCP`).
+fn key_matches(item: &Value, field: &str, value: &Value) -> bool {
+    match item.get(field) {
+        Some(v) => v == value,
+        None => field == "protocol" && value == "TCP",
     }
 }
 
@@ -146,7 +193,7 @@ impl<'k> Walk<'k> {
         let appeared = old.is_some_and(Value::is_null);
         match value {
             Value::Object(map) if !map.is_empty() && !is_atomic_struct(kind, &names) => {
-                if is_granular_map(kind, &names) {
+                if has_own_node(&names) {
                     self.member(old.is_some_and(|o| !o.is_object()));
                 }
                 for (k, v) in map {
@@ -156,14 +203,24 @@ impl<'k> Walk<'k> {
             }
             Value::Array(items) if !items.is_empty() => match list_strategy(kind, &names) {
                 ListStrategy::MergeKey(key) if items.iter().all(|i| i.get(key).is_some()) => {
+                    if has_own_node(&names) {
+                        self.member(old.is_some_and(|o| !o.is_array()));
+                    }
                     let old_items = old.and_then(Value::as_array);
                     for item in items {
+                        let Some(item_key) = item_key(key, item) else {
+                            continue;
+                        };
                         let old_item = old.map(|_| {
                             old_items
-                                .and_then(|list| list.iter().find(|o| o.get(key) == item.get(key)))
+                                .and_then(|list| {
+                                    list.iter().find(|o| {
+                                        item_key.iter().all(|(k, v)| key_matches(o, k, v))
+                                    })
+                                })
                                 .unwrap_or(&Value::Null)
                         });
-                        self.path.push(key_element(key, &item[key]));
+                        self.path.push(format!("k:{}", Value::Object(item_key)));
                         self.member(old_item.is_some_and(Value::is_null));
                         if let Some(fields) = item.as_object() {
                             for (k, v) in fields {
@@ -197,12 +254,6 @@ fn is_atomic_struct(kind: &str, path: &[&str]) -> bool {
         Some(&"labelSelector" | &"namespaceSelector") => true,
         _ => false,
     }
-}
-
-fn key_element(key: &str, value: &Value) -> String {
-    let mut m = Map::new();
-    m.insert(key.to_string(), value.clone());
-    format!("k:{}", Value::Object(m))
 }
 
 /// The set in `FieldsV1` form: nested objects, `.` marking a member that has children.
@@ -265,7 +316,7 @@ fn find_item(items: &[Value], element: &str) -> Option<usize> {
         };
         items
             .iter()
-            .position(|item| wanted.iter().all(|(k, v)| item.get(k) == Some(v)))
+            .position(|item| wanted.iter().all(|(k, v)| key_matches(item, k, v)))
     } else if let Some(v) = element.strip_prefix("v:") {
         let wanted = serde_json::from_str::<Value>(v).ok()?;
         items.iter().position(|item| *item == wanted)
@@ -747,7 +798,17 @@ fn record_manager(
     } else {
         old.map(entries_of).unwrap_or_default()
     };
-    let (new_set, touched) = field_set_diff(rt.kind, new, old);
+    let (new_set, mut touched) = field_set_diff(rt.kind, new, old);
+    // As Kubernetes' reset fields: a write to the main resource owns no status, a write to
+    // the status subresource nothing else.
+    if rt.subresource("status").is_some() {
+        let in_status = |p: &FieldPath| p.first().is_some_and(|f| f == "f:status");
+        match subresource {
+            None => touched.retain(|p| !in_status(p)),
+            Some("status") => touched.retain(in_status),
+            Some(_) => {}
+        }
+    }
 
     let mine = |e: &Entry| {
         e.manager == field_manager

@@ -416,8 +416,24 @@ fn status_writes_are_recorded_with_their_subresource() {
     assert_eq!(e["subresource"], "status");
     assert_eq!(
         e["fieldsV1"],
-        json!({"f:status": {"f:conditions": {"k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}}, "f:replicas": {}}})
+        json!({"f:status": {"f:conditions": {".": {}, "k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}}, "f:replicas": {}}})
     );
+    // A status write owns nothing outside status.
+    let mut sneaky = with_status.clone();
+    sneaky["spec"]["replicas"] = json!(9);
+    sneaky["status"]["replicas"] = json!(3);
+    record_subresource_manager(
+        rt("Deployment"),
+        Some(&with_status),
+        &mut sneaky,
+        "muster-controllers",
+        "Update",
+        "status",
+        T2,
+    );
+    let e = entry(&sneaky, "muster-controllers").unwrap();
+    assert!(e["fieldsV1"].get("f:spec").is_none(), "{e}");
+
     // The same manager writing the main resource gets a separate entry.
     let mut relabelled = with_status.clone();
     relabelled["metadata"]["labels"]["x"] = json!("y");
@@ -436,5 +452,92 @@ fn status_writes_are_recorded_with_their_subresource() {
             .filter(|e| e["manager"] == "muster-controllers")
             .count(),
         2
+    );
+}
+
+/// The managedFields Kubernetes writes for `kubectl create deployment web --image=nginx
+/// --port=80` (after defaulting): maps, pointers and optional lists carry `.`, structs and
+/// required lists do not; ports are keyed by port and protocol; the selector is atomic.
+#[test]
+fn field_sets_follow_kubernetes_conventions() {
+    let mut created = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"},
+                     "creationTimestamp": "2026-01-01T00:00:00Z", "uid": "u"},
+        "spec": {
+            "replicas": 1, "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [{"name": "nginx", "image": "nginx", "imagePullPolicy": "Always",
+                                    "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                                    "resources": {}, "terminationMessagePath": "/dev/termination-log",
+                                    "terminationMessagePolicy": "File"}],
+                    "dnsPolicy": "ClusterFirst", "restartPolicy": "Always",
+                    "schedulerName": "default-scheduler", "securityContext": {},
+                    "terminationGracePeriodSeconds": 30
+                }
+            }
+        },
+        "status": {}
+    });
+    record_update_manager(
+        rt("Deployment"),
+        None,
+        &mut created,
+        "kubectl-create",
+        "Update",
+        T0,
+    );
+    let e = entry(&created, "kubectl-create").unwrap();
+    assert_eq!(
+        e["fieldsV1"],
+        json!({
+            "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+            "f:spec": {
+                "f:progressDeadlineSeconds": {}, "f:replicas": {}, "f:revisionHistoryLimit": {},
+                "f:selector": {},
+                "f:strategy": {"f:rollingUpdate": {".": {}, "f:maxSurge": {}, "f:maxUnavailable": {}}, "f:type": {}},
+                "f:template": {
+                    "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                    "f:spec": {
+                        "f:containers": {"k:{\"name\":\"nginx\"}": {
+                            ".": {}, "f:image": {}, "f:imagePullPolicy": {}, "f:name": {},
+                            "f:ports": {".": {}, "k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {
+                                ".": {}, "f:containerPort": {}, "f:protocol": {}}},
+                            "f:resources": {}, "f:terminationMessagePath": {}, "f:terminationMessagePolicy": {}
+                        }},
+                        "f:dnsPolicy": {}, "f:restartPolicy": {}, "f:schedulerName": {},
+                        "f:securityContext": {}, "f:terminationGracePeriodSeconds": {}
+                    }
+                }
+            }
+        })
+    );
+
+    // An applied port without protocol is the same item as the defaulted one: a different
+    // container port value is a conflict, reported with both key fields.
+    let mut applied = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "nginx", "ports": [{"containerPort": 80, "name": "http"}]}]}}}});
+    let shared = apply(Some(&created), &applied, "kubectl", false, T1);
+    assert_eq!(
+        shared["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"],
+        "http"
+    );
+    applied["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
+    let err = server_side_apply(
+        rt("Deployment"),
+        Some(&created),
+        &applied,
+        "kubectl",
+        false,
+        T1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1: .spec.template.spec.containers[name=\"nginx\"].image"
     );
 }
