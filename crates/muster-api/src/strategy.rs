@@ -100,51 +100,42 @@ pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiRes
     finish(rt, new, causes)
 }
 
-/// Prepares a write to the `status` subresource: `new` keeps only its `status` (and, for pods,
-/// labels and annotations, which Kubernetes lets pods/status change); everything else comes
-/// from `old`.
+/// Prepares a write to the `status` subresource, as Kubernetes' status strategies do: `spec`
+/// and system metadata come from `old`, and so do `labels` for apps/v1 workloads and
+/// `ownerReferences` for pods; the rest of `new` (status, annotations such as a Deployment's
+/// `deployment.kubernetes.io/revision`, a pod's labels) is kept. `generation` never changes.
 pub fn prepare_status_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiResult<()> {
     *new = decode(rt, new)?;
-    let new_status = new.get("status").cloned();
-    let new_meta = new.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let mut merged = old.clone();
-    match new_status {
-        Some(s) if !s.is_null() => {
-            merged["status"] = s;
-        }
-        _ => {
-            if let Some(m) = merged.as_object_mut() {
-                m.remove("status");
+    clear_namespace_if_cluster_scoped(rt, new);
+    keep_system_metadata(old, new);
+    copy_field(old, new, "spec");
+    let kept_meta: &[&str] = match (rt.group, rt.kind) {
+        ("apps", _) => &["labels"],
+        ("", "Pod") => &["ownerReferences"],
+        _ => &[],
+    };
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    for key in kept_meta {
+        let m = meta_mut(new);
+        match old_meta.get(*key) {
+            Some(v) => {
+                m.insert((*key).into(), v.clone());
+            }
+            None => {
+                m.remove(*key);
             }
         }
     }
     if rt.group.is_empty() && rt.kind == "Pod" {
         // The QoS class is fixed at create; a status writer that omits it keeps it.
-        if merged.pointer("/status/qosClass").is_none()
+        if new.pointer("/status/qosClass").is_none()
             && let Some(qos) = old.pointer("/status/qosClass")
-            && let Some(status) = merged.get_mut("status").and_then(Value::as_object_mut)
         {
-            status.insert("qosClass".into(), qos.clone());
-        }
-        // pods/status may change labels and annotations (kubelets set them), nothing else.
-        for key in ["labels", "annotations"] {
-            let m = meta_mut(&mut merged);
-            match new_meta.get(key) {
-                Some(v) if !v.is_null() => {
-                    m.insert(key.into(), v.clone());
-                }
-                _ => {
-                    m.remove(key);
-                }
-            }
+            obj_mut(new, "status").insert("qosClass".into(), qos.clone());
         }
     }
-    // The resourceVersion precondition is the caller's; keep the one the client sent.
-    if let Some(rv) = new_meta.get("resourceVersion") {
-        meta_mut(&mut merged).insert("resourceVersion".into(), rv.clone());
-    }
-    *new = merged;
     let mut causes = Causes::default();
+    validate_object_meta(rt, new, &mut causes);
     validate_status(rt, new, &mut causes);
     finish(rt, new, causes)
 }
@@ -3069,6 +3060,28 @@ mod tests {
             e.message,
             "Service \"s\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.21\"}: may not change once set"
         );
+    }
+
+    #[test]
+    fn workload_status_updates_may_set_annotations_but_not_spec_or_labels() {
+        let deployments = rt("apps", "deployments");
+        let mut old = json!({"metadata":{"name":"nginx","namespace":"default","labels":{"app":"nginx"}},"spec":{"selector":{"matchLabels":{"app":"nginx"}},"template":{"metadata":{"labels":{"app":"nginx"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}});
+        prepare_create(deployments, &mut old).unwrap();
+        let mut new = old.clone();
+        new["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
+        new["metadata"]["labels"] = json!({"app": "changed"});
+        new["metadata"]["generation"] = json!(7);
+        new["spec"]["replicas"] = json!(9);
+        new["status"] = json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1});
+        prepare_status_update(deployments, &old, &mut new).unwrap();
+        assert_eq!(
+            new["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "1"
+        );
+        assert_eq!(new["metadata"]["labels"], json!({"app": "nginx"}));
+        assert_eq!(new["metadata"]["generation"], 1);
+        assert_eq!(new["spec"]["replicas"], 1);
+        assert_eq!(new["status"]["updatedReplicas"], 1);
     }
 
     #[test]
