@@ -1,5 +1,6 @@
 use k8s_pb::api::core::v1 as core;
-use k8s_pb::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_pb::api::{coordination::v1 as coordination, discovery::v1 as discovery};
+use k8s_pb::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
 use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
 use prost::Message;
@@ -154,5 +155,165 @@ fn bad_bodies_are_rejected() {
     for (name, body, code) in cases {
         let err = decode(&body).expect_err(name);
         assert_eq!(err.code, code, "{name}: {err}");
+    }
+}
+
+/// Kinds no kubectl command sends as protobuf, built by hand: they exercise Go's embedded
+/// (`inline`) structs, micro-times, Kubernetes' irregular JSON names and pointer zeros.
+#[test]
+fn other_kinds_convert_with_kubernetes_field_names() {
+    let pod = core::Pod {
+        metadata: meta("p"),
+        spec: Some(core::PodSpec {
+            containers: vec![core::Container {
+                name: Some("c".into()),
+                image: Some("busybox".into()),
+                env: vec![core::EnvVar {
+                    name: Some("PASSWORD".into()),
+                    value: Some(String::new()),
+                    value_from: Some(core::EnvVarSource {
+                        secret_key_ref: Some(core::SecretKeySelector {
+                            local_object_reference: Some(core::LocalObjectReference {
+                                name: Some("creds".into()),
+                            }),
+                            key: Some("pw".into()),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                }],
+                readiness_probe: Some(core::Probe {
+                    handler: Some(core::ProbeHandler {
+                        http_get: Some(core::HttpGetAction {
+                            path: Some("/healthz".into()),
+                            port: Some(IntOrString {
+                                r#type: Some(0),
+                                int_val: Some(8080),
+                                str_val: Some(String::new()),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    initial_delay_seconds: Some(0),
+                    period_seconds: Some(5),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            volumes: vec![core::Volume {
+                name: Some("cfg".into()),
+                volume_source: Some(core::VolumeSource {
+                    config_map: Some(core::ConfigMapVolumeSource {
+                        local_object_reference: Some(core::LocalObjectReference {
+                            name: Some("settings".into()),
+                        }),
+                        default_mode: Some(0o644),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }],
+            host_network: Some(false),
+            termination_grace_period_seconds: Some(0),
+            ..Default::default()
+        }),
+        status: Some(core::PodStatus {
+            pod_ip: Some("10.1.0.5".into()),
+            pod_ips: vec![core::PodIp {
+                ip: Some("10.1.0.5".into()),
+            }],
+            start_time: Some(Time {
+                seconds: Some(1_767_225_600),
+                nanos: Some(0),
+            }),
+            ..Default::default()
+        }),
+    };
+    let lease = coordination::Lease {
+        metadata: meta("node-1"),
+        spec: Some(coordination::LeaseSpec {
+            holder_identity: Some("node-1".into()),
+            lease_duration_seconds: Some(40),
+            renew_time: Some(MicroTime {
+                seconds: Some(1_767_225_600),
+                nanos: Some(123_456_789),
+            }),
+            ..Default::default()
+        }),
+    };
+    let slice = discovery::EndpointSlice {
+        metadata: meta("web-abc"),
+        address_type: Some("IPv4".into()),
+        endpoints: vec![discovery::Endpoint {
+            addresses: vec!["10.1.0.5".into()],
+            conditions: Some(discovery::EndpointConditions {
+                ready: Some(false),
+                serving: Some(true),
+                terminating: None,
+            }),
+            node_name: Some("node-1".into()),
+            ..Default::default()
+        }],
+        ports: vec![discovery::EndpointPort {
+            name: Some(String::new()),
+            port: Some(80),
+            protocol: Some("TCP".into()),
+            app_protocol: None,
+        }],
+    };
+    let node = core::Node {
+        metadata: meta("node-1"),
+        spec: Some(core::NodeSpec {
+            pod_cidr: Some("10.1.0.0/24".into()),
+            pod_cid_rs: vec!["10.1.0.0/24".into()],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let cases: Vec<(&str, &str, Vec<u8>, Value)> = vec![
+        (
+            "v1",
+            "Pod",
+            pod.encode_to_vec(),
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"},
+                "spec": {
+                    "volumes": [{"name": "cfg", "configMap": {"name": "settings", "defaultMode": 420}}],
+                    "containers": [{"name": "c", "image": "busybox",
+                        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "pw"}}}],
+                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5}}],
+                    "terminationGracePeriodSeconds": 0
+                },
+                "status": {"podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}], "startTime": "2026-01-01T00:00:00Z"}}),
+        ),
+        (
+            "coordination.k8s.io/v1",
+            "Lease",
+            lease.encode_to_vec(),
+            json!({"kind": "Lease", "apiVersion": "coordination.k8s.io/v1", "metadata": {"name": "node-1"},
+                "spec": {"holderIdentity": "node-1", "leaseDurationSeconds": 40,
+                         "renewTime": "2026-01-01T00:00:00.123456Z"}}),
+        ),
+        (
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            slice.encode_to_vec(),
+            json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "metadata": {"name": "web-abc"},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.1.0.5"], "conditions": {"ready": false, "serving": true},
+                               "nodeName": "node-1"}],
+                "ports": [{"name": "", "protocol": "TCP", "port": 80}]}),
+        ),
+        (
+            "v1",
+            "Node",
+            node.encode_to_vec(),
+            json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-1"},
+                "spec": {"podCIDR": "10.1.0.0/24", "podCIDRs": ["10.1.0.0/24"]}}),
+        ),
+    ];
+    for (api_version, kind, raw, want) in cases {
+        let got = decode(&frame(api_version, kind, raw)).unwrap();
+        assert_eq!(got, want, "{kind}: got {got:#}");
     }
 }
