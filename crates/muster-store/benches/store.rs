@@ -45,16 +45,19 @@ async fn run() {
                 // Warm up the file and the writer before measuring.
                 create_pods(&store, "warmup", writers, 200).await;
                 let count = if writers == 1 { 2_000 } else { 20_000 };
+                let cpu_before = cpu_seconds();
                 let (elapsed, mut latencies) = create_pods(&store, "bench", writers, count).await;
+                let cpu_per_create = (cpu_seconds() - cpu_before) / count as f64;
                 latencies.sort_by(f64::total_cmp);
                 let stats = store.stats();
                 println!(
-                    "round {round}: durable creates, {writers:>2} writer(s), fill_holes={fill_holes:<5}: {:>6.0} creates/s  p50 {:.2} ms  p99 {:.2} ms  ({count} creates in {:.2} s, {:.1} writes per commit)",
+                    "round {round}: durable creates, {writers:>2} writer(s), fill_holes={fill_holes:<5}: {:>6.0} creates/s  p50 {:.2} ms  p99 {:.2} ms  ({count} creates in {:.2} s, {:.1} writes per commit, {:.0} us CPU per create incl. client)",
                     count as f64 / elapsed.as_secs_f64(),
                     percentile(&latencies, 0.50),
                     percentile(&latencies, 0.99),
                     elapsed.as_secs_f64(),
                     stats.committed_writes as f64 / stats.commits.max(1) as f64,
+                    cpu_per_create * 1e6,
                 );
             }
         }
@@ -306,6 +309,21 @@ async fn spawn_readers(
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
+}
+
+/// User plus system CPU time of this process so far, from /proc (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn resident_kib() -> u64 {
