@@ -4,8 +4,7 @@
 use muster_api::registry;
 use serde_json::{Value, json};
 
-use crate::handler::{State, create_object};
-use crate::query::FieldValidation;
+use crate::handler::{State, WriteOptions, create_object};
 
 const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -53,8 +52,8 @@ pub async fn run(state: &State) -> anyhow::Result<()> {
             ns_rt,
             None,
             obj,
-            false,
-            FieldValidation::Ignore,
+            &WriteOptions::internal(),
+            true,
             &mut warnings,
         )
         .await
@@ -82,8 +81,8 @@ pub async fn run(state: &State) -> anyhow::Result<()> {
             svc_rt,
             Some(ns),
             svc,
-            false,
-            FieldValidation::Ignore,
+            &WriteOptions::internal(),
+            true,
             &mut warnings,
         )
         .await

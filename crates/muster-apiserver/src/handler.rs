@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::openapi::OpenApi;
 use crate::query::{FieldValidation, Query, wants_aggregated_discovery, wants_table};
 use crate::route::{ResourcePath, Route};
-use crate::table::{self, IncludeObject};
+use crate::table;
 use crate::{Readiness, discovery};
 
 /// Kubernetes' limit on request bodies.
@@ -309,24 +309,16 @@ fn parse_yaml(bytes: &[u8]) -> ApiResult<Value> {
     })
 }
 
-/// Decodes an object body by Content-Type into JSON.
-fn decode_object(rt: &ResourceType, headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+/// Decodes an object body by Content-Type (JSON, YAML, protobuf) into JSON.
+fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    let ct = media_type(headers);
-    let value = match ct.as_str() {
-        "application/json" | "" => parse_json(bytes)?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => parse_yaml(bytes)?,
-        "application/vnd.kubernetes.protobuf" => compat::decode_protobuf(rt, bytes)?,
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "the body of the request must be a JSON object",
-        ));
-    }
-    Ok(value)
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    compat::decode_body(ct, bytes)
 }
 
 /// The body's `apiVersion`/`kind` must name the resource of the URL (when given).
@@ -404,32 +396,59 @@ fn object_response(
 ) -> ApiResult<Response<Body>> {
     let obj = present(rt, obj);
     if wants_table(headers) {
-        let include = IncludeObject::from_query(query.get("includeObject"))?;
+        let include = table::include_from_query(query.get("includeObject"))?;
         let rv = meta_str(&obj, "resourceVersion").unwrap_or("").to_string();
-        let t = table::table(rt, &[obj], json!({"resourceVersion": rv}), include, true);
+        let t = table::table(rt, &[obj], &rv, None, include, true);
         return Ok(json_response(code, &t));
     }
     Ok(json_response(code, &obj))
 }
 
-struct WriteOptions {
-    dry_run: bool,
-    validation: FieldValidation,
+pub(crate) struct WriteOptions {
+    pub dry_run: bool,
+    pub validation: FieldValidation,
+    /// Who makes the write, for `metadata.managedFields`.
+    pub field_manager: String,
+    /// `force` of server-side apply.
+    pub force: bool,
 }
 
 impl WriteOptions {
-    fn from_query(q: &Query) -> ApiResult<WriteOptions> {
-        if let Some(fm) = q.get("fieldManager")
-            && fm.len() > 128
-        {
-            return Err(ApiError::bad_request(
-                "fieldManager: Too long: may not be more than 128 bytes",
-            ));
-        }
+    fn from_request(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOptions> {
+        let field_manager = match q.get("fieldManager").filter(|f| !f.is_empty()) {
+            Some(fm) if fm.len() > 128 => {
+                return Err(ApiError::bad_request(
+                    "fieldManager: Too long: may not be more than 128 bytes",
+                ));
+            }
+            Some(fm) => fm.to_string(),
+            // Kubernetes names an unnamed manager after the client's User-Agent.
+            None => headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown")
+                .chars()
+                .take(128)
+                .collect(),
+        };
         Ok(WriteOptions {
             dry_run: q.dry_run()?,
             validation: FieldValidation::from_query(q)?,
+            field_manager,
+            force: q.flag("force"),
         })
+    }
+
+    /// Options for writes the server makes itself (bootstrap).
+    pub(crate) fn internal() -> WriteOptions {
+        WriteOptions {
+            dry_run: false,
+            validation: FieldValidation::Ignore,
+            field_manager: "muster-apiserver".into(),
+            force: false,
+        }
     }
 }
 
@@ -447,19 +466,10 @@ fn check_unknown_fields(
         return Ok(());
     }
     match validation {
-        FieldValidation::Strict => {
-            let list = unknown
-                .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
-            Err(ApiError::bad_request(format!(
-                "strict decoding error: {list}"
-            )))
-        }
+        FieldValidation::Strict => Err(compat::strict_decoding_error(&unknown)),
         _ => {
-            for f in unknown {
-                warnings.push(format!("299 - \"unknown field \\\"{f}\\\"\""));
+            for w in compat::unknown_field_warnings(&unknown) {
+                warnings.push(format!("299 - {}", serde_json::Value::String(w)));
             }
             Ok(())
         }
@@ -596,21 +606,23 @@ async fn get(
 
 /// Selectors of a list or watch request.
 pub struct Filter {
+    pub rt: &'static ResourceType,
     pub labels: compat::LabelSelector,
     pub fields: compat::FieldSelector,
 }
 
 impl Filter {
-    pub fn from_query(q: &Query) -> ApiResult<Filter> {
+    pub fn from_query(rt: &'static ResourceType, q: &Query) -> ApiResult<Filter> {
         Ok(Filter {
+            rt,
             labels: compat::parse_label_selector(q.get("labelSelector").unwrap_or(""))?,
-            fields: compat::parse_field_selector(q.get("fieldSelector").unwrap_or(""))?,
+            fields: compat::parse_field_selector(rt, q.get("fieldSelector").unwrap_or(""))?,
         })
     }
 
-    /// Matches the object as the client's group-version presents it.
-    pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(obj) && self.fields.matches(obj)
+    /// Matches an object in its stored form.
+    pub fn matches(&self, stored: &Value) -> bool {
+        self.labels.matches_object(stored) && self.fields.matches(self.rt, stored)
     }
 }
 
@@ -655,7 +667,7 @@ async fn list(
 ) -> ApiResult<Response<Body>> {
     let rt = rp.rt;
     let srt = registry::storage_resource(rt);
-    let filter = Filter::from_query(query)?;
+    let filter = Filter::from_query(rp.rt, query)?;
     let limit = query
         .u64_param("limit")?
         .filter(|l| *l > 0)
@@ -680,10 +692,10 @@ async fn list(
         }
         let exhausted = page.continue_after.is_none();
         for obj in &page.items {
-            let value = present(rt, obj.json().map_err(store_error)?);
+            let value = obj.json().map_err(store_error)?;
             start_after = Some(obj.key.to_string());
             if filter.matches(&value) {
-                items.push(value);
+                items.push(present(rt, value));
                 if limit.is_some_and(|l| items.len() >= l) {
                     break;
                 }
@@ -706,13 +718,23 @@ async fn list(
             break;
         }
     }
+    let continue_token = next
+        .as_deref()
+        .map(|start| encode_continue(revision, start));
     let mut list_meta = json!({"resourceVersion": revision.to_string()});
-    if let Some(start) = &next {
-        list_meta["continue"] = json!(encode_continue(revision, start));
+    if let Some(token) = &continue_token {
+        list_meta["continue"] = json!(token);
     }
     if wants_table(headers) {
-        let include = IncludeObject::from_query(query.get("includeObject"))?;
-        let t = table::table(rt, &items, list_meta, include, true);
+        let include = table::include_from_query(query.get("includeObject"))?;
+        let t = table::table(
+            rt,
+            &items,
+            &revision.to_string(),
+            continue_token.as_deref(),
+            include,
+            true,
+        );
         return Ok(json_response(StatusCode::OK, &t));
     }
     let body = json!({
@@ -802,10 +824,11 @@ pub(crate) async fn create_object(
     rt: &'static ResourceType,
     ns: Option<&str>,
     mut obj: Value,
-    dry_run: bool,
-    validation: FieldValidation,
+    opts: &WriteOptions,
+    record_manager: bool,
     warnings: &mut Vec<String>,
 ) -> ApiResult<Value> {
+    let dry_run = opts.dry_run;
     let srt = registry::storage_resource(rt);
     let kind = srt.kind;
     obj["apiVersion"] = json!(srt.api_version());
@@ -852,17 +875,13 @@ pub(crate) async fn create_object(
         m.remove("resourceVersion");
         m.remove("selfLink");
     }
-    if obj.get("spec").is_some() {
-        meta_mut(&mut obj).insert("generation".into(), json!(1));
-    } else {
-        meta_mut(&mut obj).remove("generation");
-    }
+    check_unknown_fields(srt, &obj, opts.validation, warnings)?;
+    compat::prepare_create(srt, &mut obj)?;
     if kind == "Namespace" && srt.group.is_empty() {
         if obj.pointer("/spec/finalizers").is_none() {
             obj["spec"]["finalizers"] = json!(["kubernetes"]);
         }
         obj["status"] = json!({"phase": "Active"});
-        meta_mut(&mut obj).remove("generation");
         let labels = meta_mut(&mut obj)
             .entry("labels")
             .or_insert_with(|| json!({}));
@@ -870,8 +889,9 @@ pub(crate) async fn create_object(
             labels["kubernetes.io/metadata.name"] = json!(name);
         }
     }
-    check_unknown_fields(srt, &obj, validation, warnings)?;
-    compat::prepare_create(srt, &mut obj)?;
+    if record_manager {
+        compat::record_update_manager(srt, None, &mut obj, &opts.field_manager, &now_rfc3339());
+    }
     let is_service = kind == "Service" && srt.group.is_empty();
     if is_service {
         state
@@ -913,21 +933,12 @@ async fn create(
             "the server does not allow this method on the requested resource",
         ));
     }
-    let opts = WriteOptions::from_query(query)?;
-    let mut obj = decode_object(rt, headers, bytes)?;
+    let opts = WriteOptions::from_request(query, headers)?;
+    let mut obj = decode_object(headers, bytes)?;
     check_type(rt, &obj)?;
     let ns = apply_url_namespace(rt, rp.namespace.as_deref(), &mut obj)?;
     let obj = to_storage(rt, obj);
-    let created = create_object(
-        state,
-        rt,
-        ns.as_deref(),
-        obj,
-        opts.dry_run,
-        opts.validation,
-        warnings,
-    )
-    .await?;
+    let created = create_object(state, rt, ns.as_deref(), obj, &opts, true, warnings).await?;
     object_response(rt, StatusCode::CREATED, created, headers, query)
 }
 
@@ -940,6 +951,9 @@ type Mutation<'a> = dyn FnMut(&Value) -> ApiResult<Value> + Send + 'a;
 /// Reads the current object, computes the new one with `mutate`, and writes it with the
 /// current revision as precondition, retrying when another writer got in between. `mutate`
 /// returns a Conflict itself when the client's own precondition fails.
+// The arguments are the object's address plus the write's options; grouping them would only
+// move the list into a struct built at every call.
+#[allow(clippy::too_many_arguments)]
 async fn update_object(
     state: &State,
     rt: &'static ResourceType,
@@ -947,6 +961,7 @@ async fn update_object(
     name: &str,
     subresource: Option<&str>,
     dry_run: bool,
+    manager: Option<&str>,
     mutate: &mut Mutation<'_>,
 ) -> ApiResult<Value> {
     let srt = registry::storage_resource(rt);
@@ -984,7 +999,8 @@ async fn update_object(
         );
         match subresource {
             Some("status") => compat::prepare_status_update(srt, &old, &mut new)?,
-            Some("finalize") => {}
+            // Written by the server itself from a validated request, not a client's object.
+            Some("finalize" | "binding") => {}
             _ => compat::prepare_update(srt, &old, &mut new)?,
         }
         let is_service = srt.kind == "Service" && srt.group.is_empty();
@@ -994,6 +1010,9 @@ async fn update_object(
         }
         if new == old {
             return Ok(old);
+        }
+        if let Some(fm) = manager {
+            compat::record_update_manager(srt, Some(&old), &mut new, fm, &now_rfc3339());
         }
         if dry_run {
             return Ok(new);
@@ -1177,8 +1196,8 @@ async fn replace(
 ) -> ApiResult<Response<Body>> {
     let rt = rp.rt;
     let name = rp.name.clone().unwrap_or_default();
-    let opts = WriteOptions::from_query(query)?;
-    let mut body = decode_object(rt, headers, bytes)?;
+    let opts = WriteOptions::from_request(query, headers)?;
+    let mut body = decode_object(headers, bytes)?;
     check_type(rt, &body)?;
     check_name(&body, &name)?;
     apply_url_namespace(rt, rp.namespace.as_deref(), &mut body)?;
@@ -1197,6 +1216,7 @@ async fn replace(
         &name,
         sub,
         opts.dry_run,
+        Some(&opts.field_manager),
         &mut |current: &Value| {
             check_precondition(rt, &name, &body, current)?;
             if sub == Some("finalize") {
@@ -1231,7 +1251,7 @@ async fn patch(
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    let opts = WriteOptions::from_query(query)?;
+    let opts = WriteOptions::from_request(query, headers)?;
     let patch_doc = match kind {
         PatchType::Apply => parse_yaml(bytes)?,
         _ => parse_json(bytes)?,
@@ -1253,22 +1273,19 @@ async fn patch(
             .map_err(store_error)?
             .is_some();
         if !exists && rp.subresource.is_none() {
-            let mut obj = patch_doc.clone();
-            check_name(&obj, &name)?;
+            check_name(&patch_doc, &name)?;
+            let mut obj = compat::server_side_apply(
+                rt,
+                None,
+                &patch_doc,
+                &opts.field_manager,
+                opts.force,
+                &now_rfc3339(),
+            )?;
             meta_mut(&mut obj).insert("name".into(), json!(name));
             let ns = apply_url_namespace(rt, rp.namespace.as_deref(), &mut obj)?;
             let obj = to_storage(rt, obj);
-            match create_object(
-                state,
-                rt,
-                ns.as_deref(),
-                obj,
-                opts.dry_run,
-                opts.validation,
-                warnings,
-            )
-            .await
-            {
+            match create_object(state, rt, ns.as_deref(), obj, &opts, false, warnings).await {
                 Ok(created) => {
                     return object_response(rt, StatusCode::CREATED, created, headers, query);
                 }
@@ -1286,9 +1303,21 @@ async fn patch(
         &name,
         rp.subresource.as_deref(),
         opts.dry_run,
+        (kind != PatchType::Apply).then_some(opts.field_manager.as_str()),
         &mut |current: &Value| {
             let presented = present(rt, current.clone());
-            let patched = compat::apply_patch(kind, storage_rt, &presented, &patch_doc)?;
+            let patched = if kind == PatchType::Apply {
+                compat::server_side_apply(
+                    rt,
+                    Some(&presented),
+                    &patch_doc,
+                    &opts.field_manager,
+                    opts.force,
+                    &now_rfc3339(),
+                )?
+            } else {
+                compat::apply_patch(kind, rt, &presented, &patch_doc)?
+            };
             if !patched.is_object() {
                 return Err(ApiError::bad_request(
                     "the patched object is not a JSON object",
@@ -1405,7 +1434,7 @@ async fn put_scale(
 ) -> ApiResult<Response<Body>> {
     let rt = rp.rt;
     let name = rp.name.clone().unwrap_or_default();
-    let opts = WriteOptions::from_query(query)?;
+    let opts = WriteOptions::from_request(query, headers)?;
     let scale = match media_type(headers).as_str() {
         "application/json" | "" => parse_json(bytes)?,
         "application/yaml" => parse_yaml(bytes)?,
@@ -1420,6 +1449,7 @@ async fn put_scale(
         &name,
         None,
         opts.dry_run,
+        Some(&opts.field_manager),
         &mut |current: &Value| {
             check_precondition(rt, &name, &scale, current)?;
             let mut out = current.clone();
@@ -1444,7 +1474,7 @@ async fn patch_scale(
     let Some(kind) = PatchType::from_content_type(&ct) else {
         return Err(ApiError::unsupported_media_type(&ct));
     };
-    let opts = WriteOptions::from_query(query)?;
+    let opts = WriteOptions::from_request(query, headers)?;
     let patch_doc = match kind {
         PatchType::Apply => parse_yaml(bytes)?,
         _ => parse_json(bytes)?,
@@ -1457,6 +1487,7 @@ async fn patch_scale(
         &name,
         None,
         opts.dry_run,
+        Some(&opts.field_manager),
         &mut |current: &Value| {
             let scale = to_scale(current);
             let patched = compat::apply_patch(kind, scale_rt, &scale, &patch_doc)?;
@@ -1482,7 +1513,7 @@ async fn binding(
     bytes: &[u8],
 ) -> ApiResult<Response<Body>> {
     let name = rp.name.clone().unwrap_or_default();
-    let opts = WriteOptions::from_query(query)?;
+    let opts = WriteOptions::from_request(query, headers)?;
     let body = match media_type(headers).as_str() {
         "application/json" | "" => parse_json(bytes)?,
         "application/yaml" => parse_yaml(bytes)?,
@@ -1505,7 +1536,7 @@ async fn binding(
             )
         })?
         .to_string();
-    update_object(state, rp.rt, rp.namespace.as_deref(), &name, Some("binding"), opts.dry_run, &mut |current: &Value| {
+    update_object(state, rp.rt, rp.namespace.as_deref(), &name, Some("binding"), opts.dry_run, None, &mut |current: &Value| {
         if meta(current, "deletionTimestamp").is_some_and(|v| !v.is_null()) {
             return Err(ApiError::conflict("", "pods", &name, "pod is being deleted, cannot be assigned to a host"));
         }
@@ -1882,7 +1913,7 @@ async fn delete_collection(
 ) -> ApiResult<Response<Body>> {
     let rt = rp.rt;
     let srt = registry::storage_resource(rt);
-    let filter = Filter::from_query(query)?;
+    let filter = Filter::from_query(rp.rt, query)?;
     let prefix = srt.namespace_prefix(rp.namespace.as_deref());
     let listed = state
         .store
@@ -1891,7 +1922,7 @@ async fn delete_collection(
         .map_err(store_error)?;
     let mut deleted = Vec::new();
     for obj in listed.items {
-        let value = present(rt, obj.json().map_err(store_error)?);
+        let value = obj.json().map_err(store_error)?;
         if !filter.matches(&value) {
             continue;
         }

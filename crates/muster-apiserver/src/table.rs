@@ -1,52 +1,19 @@
-//! `meta.k8s.io/v1` Tables: server-side printing for `kubectl get`.
+//! `meta.k8s.io/v1` Tables: server-side printing for `kubectl get`. The columns and cells are
+//! `muster_api::table`'s; this adds the request-level parts (row order, watch framing).
 
+use muster_api::ApiError;
 use muster_api::registry::ResourceType;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::compat;
+use crate::compat::{self, IncludeObject};
 
-/// How much of each object a row carries (`includeObject`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IncludeObject {
-    None,
-    Metadata,
-    Object,
-}
-
-impl IncludeObject {
-    pub fn from_query(v: Option<&str>) -> Result<Self, muster_api::ApiError> {
-        match v {
-            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
-            Some("None") => Ok(IncludeObject::None),
-            Some("Object") => Ok(IncludeObject::Object),
-            Some(other) => Err(muster_api::ApiError::bad_request(format!(
-                "includeObject must be one of None, Metadata, Object; got {other:?}"
-            ))),
-        }
-    }
-}
-
-/// The `PartialObjectMetadata` form of an object (what rows carry by default).
-pub fn partial_metadata(obj: &Value) -> Value {
-    let mut meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    if let Some(m) = meta.as_object_mut() {
-        m.remove("managedFields");
-    }
-    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
-}
-
-pub fn row(
-    rt: &ResourceType,
-    obj: &Value,
-    include: IncludeObject,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    let cells = compat::row_cells(rt, obj, now);
-    match include {
-        IncludeObject::None => json!({"cells": cells}),
-        IncludeObject::Metadata => json!({"cells": cells, "object": partial_metadata(obj)}),
-        IncludeObject::Object => json!({"cells": cells, "object": obj}),
-    }
+pub fn include_from_query(v: Option<&str>) -> Result<IncludeObject, ApiError> {
+    IncludeObject::parse(v.unwrap_or("")).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "includeObject must be one of None, Metadata, Object; got {:?}",
+            v.unwrap_or("")
+        ))
+    })
 }
 
 fn sort_key(obj: &Value) -> (String, String) {
@@ -64,50 +31,34 @@ fn sort_key(obj: &Value) -> (String, String) {
 pub fn table(
     rt: &ResourceType,
     objects: &[Value],
-    list_meta: Value,
+    resource_version: &str,
+    continue_token: Option<&str>,
     include: IncludeObject,
     with_columns: bool,
 ) -> Value {
-    let now = chrono::Utc::now();
-    let mut sorted: Vec<&Value> = objects.iter().collect();
-    sorted.sort_by_key(|o| sort_key(o));
-    let rows: Vec<Value> = sorted
-        .into_iter()
-        .map(|o| row(rt, o, include, now))
-        .collect();
-    let columns = if with_columns {
-        json!(compat::column_definitions(rt))
-    } else {
-        Value::Null
-    };
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": list_meta,
-        "columnDefinitions": columns,
-        "rows": rows,
-    })
+    let mut sorted: Vec<Value> = objects.to_vec();
+    sorted.sort_by_key(sort_key);
+    let mut t = compat::table(rt, &sorted, resource_version, continue_token, include);
+    if !with_columns {
+        t["columnDefinitions"] = Value::Null;
+    }
+    t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn rows_are_sorted_and_carry_partial_metadata() {
         let rt = muster_api::registry::find("", "v1", "pods").unwrap();
         let objs = vec![
-            json!({"metadata": {"name": "b", "namespace": "x", "managedFields": [{}], "labels": {"a": "1"}}}),
+            json!({"metadata": {"name": "b", "namespace": "x", "labels": {"a": "1"}}}),
             json!({"metadata": {"name": "a", "namespace": "y"}}),
             json!({"metadata": {"name": "a", "namespace": "x"}}),
         ];
-        let t = table(
-            rt,
-            &objs,
-            json!({"resourceVersion": "7"}),
-            IncludeObject::Metadata,
-            true,
-        );
+        let t = table(rt, &objs, "7", None, IncludeObject::Metadata, true);
         let names: Vec<(String, String)> = t["rows"]
             .as_array()
             .unwrap()
@@ -124,12 +75,24 @@ mod tests {
         );
         let b = &t["rows"][1]["object"];
         assert_eq!(b["kind"], "PartialObjectMetadata");
-        assert!(b["metadata"].get("managedFields").is_none());
         assert_eq!(b["metadata"]["labels"]["a"], "1");
         assert_eq!(t["metadata"]["resourceVersion"], "7");
         assert!(t["columnDefinitions"].as_array().unwrap().len() >= 2);
-        let no_cols = table(rt, &objs, json!({}), IncludeObject::None, false);
+        let no_cols = table(rt, &objs, "7", None, IncludeObject::None, false);
         assert!(no_cols["columnDefinitions"].is_null());
         assert!(no_cols["rows"][0].get("object").is_none());
+    }
+
+    #[test]
+    fn include_object_parameter() {
+        let cases = [
+            (None, Some(IncludeObject::Metadata)),
+            (Some("Object"), Some(IncludeObject::Object)),
+            (Some("None"), Some(IncludeObject::None)),
+            (Some("All"), None),
+        ];
+        for (q, want) in cases {
+            assert_eq!(include_from_query(q).ok(), want, "{q:?}");
+        }
     }
 }

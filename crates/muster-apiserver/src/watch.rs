@@ -16,10 +16,11 @@ use muster_api::{ApiError, ApiResult};
 use muster_store::{Event, StoreError, WatchStream};
 use serde_json::{Value, json};
 
+use crate::compat::IncludeObject;
 use crate::handler::{Filter, State, store_error};
 use crate::query::{Query, wants_table};
 use crate::route::ResourcePath;
-use crate::table::{self, IncludeObject};
+use crate::table;
 
 /// How a client wants each event's object.
 #[derive(Clone, Copy)]
@@ -50,17 +51,12 @@ impl Encoder {
             Some(include) => {
                 let rv = obj
                     .pointer("/metadata/resourceVersion")
-                    .cloned()
-                    .unwrap_or(json!(""));
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let with_columns = !self.sent_columns;
                 self.sent_columns = true;
-                table::table(
-                    self.shape.rt,
-                    &[obj],
-                    json!({"resourceVersion": rv}),
-                    include,
-                    with_columns,
-                )
+                table::table(self.shape.rt, &[obj], &rv, None, include, with_columns)
             }
             None => obj,
         };
@@ -97,12 +93,13 @@ impl Encoder {
         let rt = self.shape.rt;
         Ok(match event {
             Event::Put { object, prev } => {
-                let new = present(rt, object.json()?);
+                let new = object.json()?;
                 let now_matches = self.filter.matches(&new);
                 let was_matching = match &prev {
-                    Some(p) => Some(self.filter.matches(&present(rt, p.json()?))),
+                    Some(p) => Some(self.filter.matches(&p.json()?)),
                     None => None,
                 };
+                let new = present(rt, new);
                 match (now_matches, was_matching) {
                     (true, Some(true)) => Some(self.line("MODIFIED", new)),
                     (true, _) => Some(self.line("ADDED", new)),
@@ -111,8 +108,10 @@ impl Encoder {
                 }
             }
             Event::Delete { object, .. } => {
-                let old = present(rt, object.json()?);
-                self.filter.matches(&old).then(|| self.line("DELETED", old))
+                let old = object.json()?;
+                self.filter
+                    .matches(&old)
+                    .then(|| self.line("DELETED", present(rt, old)))
             }
             Event::Progress(rev) => self.bookmarks.then(|| self.bookmark(rev, false)),
         })
@@ -143,9 +142,9 @@ pub async fn serve(
         ));
     }
     let srt = registry::storage_resource(rt);
-    let filter = Filter::from_query(&query)?;
+    let filter = Filter::from_query(rt, &query)?;
     let table = if wants_table(&headers) {
-        Some(IncludeObject::from_query(query.get("includeObject"))?)
+        Some(table::include_from_query(query.get("includeObject"))?)
     } else {
         None
     };
@@ -159,7 +158,7 @@ pub async fn serve(
     };
     // A watch of one named object narrows the store prefix to its key (the selector still
     // filters out longer names that share the prefix).
-    let prefix = match filter.fields.required_name() {
+    let prefix = match filter.fields.exact("metadata.name") {
         Some(name) if !rt.namespaced || rp.namespace.is_some() => {
             srt.key(rp.namespace.as_deref(), name)
         }
@@ -177,9 +176,9 @@ pub async fn serve(
             Ok((list, stream)) => {
                 let mut lines = Vec::new();
                 for obj in &list.items {
-                    let value = present(rt, obj.json().map_err(store_error)?);
+                    let value = obj.json().map_err(store_error)?;
                     if encoder.filter.matches(&value) {
-                        lines.push(encoder.line("ADDED", value));
+                        lines.push(encoder.line("ADDED", present(rt, value)));
                     }
                 }
                 if send_initial && bookmarks {
@@ -289,7 +288,7 @@ mod tests {
                 rt: registry::find("", "v1", "pods").unwrap(),
                 table: None,
             },
-            filter: Filter::from_query(&q).unwrap(),
+            filter: Filter::from_query(registry::find("", "v1", "pods").unwrap(), &q).unwrap(),
             bookmarks,
             sent_columns: false,
         }
