@@ -157,6 +157,19 @@ fn merge_map(
         }
     };
 
+    // `$setElementOrder/<field>` lists, each with the field's list as it was before the patch.
+    let mut orders = Vec::new();
+    for (key, value) in patch {
+        if let Some(field) = key.strip_prefix(SET_ELEMENT_ORDER) {
+            let Value::Array(order) = value else {
+                return Err(ApiError::bad_request(format!(
+                    "invalid patch: {key} must be a list"
+                )));
+            };
+            orders.push((field, order, original.get(field).cloned()));
+        }
+    }
+
     // Deletions from primitive lists come first, so that a patch may delete and add in one go.
     for (key, value) in patch {
         if let Some(field) = key.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) {
@@ -171,18 +184,16 @@ fn merge_map(
         }
     }
 
-    let mut orders = Vec::new();
+    // `$retainKeys` first drops the original's other fields, then the patch merges in.
+    if let Some(keys) = &retain_keys {
+        original.retain(|k, _| keys.contains(k));
+    }
+
     for (key, value) in patch {
         if key == PATCH || key == RETAIN_KEYS || key.starts_with(DELETE_FROM_PRIMITIVE_LIST) {
             continue;
         }
-        if let Some(field) = key.strip_prefix(SET_ELEMENT_ORDER) {
-            let Value::Array(order) = value else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid patch: {key} must be a list"
-                )));
-            };
-            orders.push((field, order));
+        if key.starts_with(SET_ELEMENT_ORDER) {
             continue;
         }
         // A null (kubectl sends `"rollingUpdate": null` next to `$retainKeys`) is allowed.
@@ -204,19 +215,23 @@ fn merge_map(
         original.insert(key.clone(), merged?);
     }
 
-    for (field, order) in orders {
+    for (field, order, before) in orders {
         path.push(field.to_string());
         let strategy = list_strategy(kind, &path.iter().map(String::as_str).collect::<Vec<_>>());
         path.pop();
+        let key = match strategy {
+            ListStrategy::MergeKey(key) => Some(key),
+            _ => None,
+        };
         if let Some(Value::Array(items)) = original.get_mut(field) {
-            let taken = std::mem::take(items);
-            *items = reorder(taken, order, strategy);
+            let server_order = match before {
+                Some(Value::Array(list)) => list,
+                _ => Vec::new(),
+            };
+            *items = normalize_order(std::mem::take(items), order, &server_order, key);
         }
     }
 
-    if let Some(keys) = retain_keys {
-        original.retain(|k, _| keys.contains(k));
-    }
     Ok(original)
 }
 
@@ -259,13 +274,13 @@ fn merge_list(
             .map(|item| merge_value(kind, path, None, item))
             .collect(),
         ListStrategy::Set => {
-            let mut out = original;
+            let mut merged = original.clone();
             for item in patch {
-                if !item.is_object() && !out.contains(item) {
-                    out.push(item.clone());
+                if !item.is_object() && !merged.contains(item) {
+                    merged.push(item.clone());
                 }
             }
-            Ok(out)
+            Ok(normalize_order(merged, patch, &original, None))
         }
         ListStrategy::MergeKey(key) => merge_keyed_list(kind, path, original, patch, key),
     }
@@ -309,7 +324,8 @@ fn merge_keyed_list(
 
     let mut out = if replace { Vec::new() } else { original };
     out.retain(|item| item.get(key).is_none_or(|k| !deleted.contains(&k)));
-    for obj in merges {
+    let server_order = out.clone();
+    for obj in merges.iter().copied() {
         let Some(wanted) = obj.get(key) else {
             return Err(ApiError::bad_request(format!(
                 "map: {} does not contain declared merge key: {key}",
@@ -324,35 +340,59 @@ fn merge_keyed_list(
             None => out.push(Value::Object(merge_map(kind, path, Map::new(), obj)?)),
         }
     }
-    Ok(out)
+    let patch_order = merges
+        .into_iter()
+        .map(|m| Value::Object(m.clone()))
+        .collect::<Vec<_>>();
+    Ok(normalize_order(out, &patch_order, &server_order, Some(key)))
 }
 
-/// Reorders `items` as `$setElementOrder` says: listed items take the listed order; an item not
-/// listed keeps its place right after the item that preceded it.
-fn reorder(items: Vec<Value>, order: &[Value], strategy: ListStrategy) -> Vec<Value> {
-    let rank = |item: &Value| {
-        order.iter().position(|o| match strategy {
-            ListStrategy::MergeKey(key) => item.get(key).is_some() && item.get(key) == o.get(key),
-            _ => item == o,
-        })
-    };
-    let mut leading = Vec::new();
-    // (rank, the listed item, the unlisted items that followed it)
-    let mut groups: Vec<(usize, Value, Vec<Value>)> = Vec::new();
-    for item in items {
-        match rank(&item) {
-            Some(r) => groups.push((r, item, Vec::new())),
-            None => match groups.last_mut() {
-                Some((_, _, followers)) => followers.push(item),
-                None => leading.push(item),
-            },
+/// Orders a merged list as Kubernetes does: the items named in `order` (the patch's list or its
+/// `$setElementOrder`) take that order; the others ("server-only") keep their order in
+/// `server_order` (the list before the patch) and are merged in before the first named item
+/// that comes after them there. A named item the server did not have comes before any
+/// remaining server-only item, so a plain patch adding a list item puts it first.
+fn normalize_order(
+    merged: Vec<Value>,
+    order: &[Value],
+    server_order: &[Value],
+    key: Option<&str>,
+) -> Vec<Value> {
+    let identity = |item: &'_ Value| -> Option<Value> {
+        match key {
+            Some(k) => item.get(k).cloned(),
+            None => Some(item.clone()),
         }
-    }
-    groups.sort_by_key(|(r, _, _)| *r);
-    let mut out = leading;
-    for (_, item, followers) in groups {
-        out.push(item);
-        out.extend(followers);
+    };
+    let position = |list: &[Value], item: &Value| {
+        let id = identity(item)?;
+        list.iter().position(|o| identity(o).as_ref() == Some(&id))
+    };
+    let (mut named, mut server_only): (Vec<Value>, Vec<Value>) = merged
+        .into_iter()
+        .partition(|item| position(order, item).is_some());
+    named.sort_by_key(|item| position(order, item));
+    server_only.sort_by_key(|item| position(server_order, item).unwrap_or(usize::MAX));
+
+    let mut out = Vec::with_capacity(named.len() + server_only.len());
+    let mut named = named.into_iter().peekable();
+    let mut server_only = server_only.into_iter().peekable();
+    loop {
+        let take_server_only = match (server_only.peek(), named.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(s), Some(n)) => matches!(
+                (position(server_order, s), position(server_order, n)),
+                (Some(a), Some(b)) if a < b
+            ),
+        };
+        let next = if take_server_only {
+            server_only.next()
+        } else {
+            named.next()
+        };
+        out.extend(next);
     }
     out
 }

@@ -104,13 +104,14 @@ fn strategic_merge_cases() {
                     "/spec/template/spec/containers/0/image",
                     json!("nginx:1.26"),
                 ),
+                // Without `$setElementOrder/env`, a new item goes first, as in Kubernetes.
                 (
                     "/spec/template/spec/containers/0/env/0",
-                    json!({"name": "A", "value": "1"}),
+                    json!({"name": "FOO", "value": "bar"}),
                 ),
                 (
-                    "/spec/template/spec/containers/0/env/2",
-                    json!({"name": "FOO", "value": "bar"}),
+                    "/spec/template/spec/containers/0/env/1",
+                    json!({"name": "A", "value": "1"}),
                 ),
                 (
                     "/spec/template/spec/containers/0/ports/0/containerPort",
@@ -187,14 +188,15 @@ fn strategic_merge_cases() {
             r#"{"spec":{"template":{"spec":{"volumes":[{"name":"cache","emptyDir":{}}],
                "containers":[{"name":"nginx","volumeMounts":[{"mountPath":"/cache","name":"cache"}]}]}}}}"#,
             &[
-                ("/spec/template/spec/volumes/1/name", json!("cache")),
+                ("/spec/template/spec/volumes/0/name", json!("cache")),
+                ("/spec/template/spec/volumes/1/name", json!("data")),
                 (
                     "/spec/template/spec/containers/0/volumeMounts/0/mountPath",
-                    json!("/data"),
+                    json!("/cache"),
                 ),
                 (
                     "/spec/template/spec/containers/0/volumeMounts/1/mountPath",
-                    json!("/cache"),
+                    json!("/data"),
                 ),
             ],
         ),
@@ -229,7 +231,7 @@ fn strategic_merge_cases() {
             "finalizers are a set",
             &d,
             r#"{"metadata":{"finalizers":["b","a"]}}"#,
-            &[("/metadata/finalizers", json!(["a", "b"]))],
+            &[("/metadata/finalizers", json!(["b", "a"]))],
         ),
         (
             "$deleteFromPrimitiveList",
@@ -333,6 +335,81 @@ fn kubectl_apply_patches_reproduce_the_applied_manifests() {
         seen += 1;
     }
     assert!(seen >= 7, "only {seen} recorded patches");
+}
+
+/// List order after a patch, as Kubernetes' strategic merge computes it: named items (in the
+/// patch or its `$setElementOrder`) in their order, server-only items merged in by their old
+/// positions.
+#[test]
+fn strategic_merge_list_order() {
+    let env = |names: &[&str]| -> Value {
+        names
+            .iter()
+            .map(|n| json!({"name": n, "value": n.to_lowercase()}))
+            .collect()
+    };
+    let cases: &[(&str, &[&str], &str, &[&str])] = &[
+        (
+            "a patched item keeps its place",
+            &["A", "B", "C"],
+            r#"{"env":[{"name":"B","value":"x"}]}"#,
+            &["A", "B", "C"],
+        ),
+        (
+            "a new item goes first",
+            &["A", "B"],
+            r#"{"env":[{"name":"C","value":"c"}]}"#,
+            &["C", "A", "B"],
+        ),
+        (
+            "patch order wins for named items",
+            &["B", "C", "A"],
+            r#"{"env":[{"name":"A","value":"a"},{"name":"B","value":"b"},{"name":"D","value":"d"}]}"#,
+            &["C", "A", "B", "D"],
+        ),
+        (
+            "setElementOrder reorders",
+            &["B", "A"],
+            r#"{"$setElementOrder/env":[{"name":"A"},{"name":"B"}]}"#,
+            &["A", "B"],
+        ),
+        (
+            "server-only items interleave by their old place",
+            &["C", "B", "D", "A", "E"],
+            r#"{"$setElementOrder/env":[{"name":"A"},{"name":"B"}],"env":[{"name":"A","value":"a"},{"name":"B","value":"b"}]}"#,
+            &["C", "D", "A", "B", "E"],
+        ),
+        (
+            "setElementOrder with a delete and an addition",
+            &["ENV2", "ENV5", "ENV1", "ENV3", "ENV4"],
+            r#"{"$setElementOrder/env":[{"name":"ENV1"},{"name":"ENV2"},{"name":"ENV6"}],
+             "env":[{"name":"ENV3","$patch":"delete"},{"name":"ENV6","value":"env6"}]}"#,
+            &["ENV5", "ENV1", "ENV2", "ENV6", "ENV4"],
+        ),
+        (
+            "unknown names in setElementOrder are ignored",
+            &["A", "B"],
+            r#"{"$setElementOrder/env":[{"name":"C"},{"name":"B"},{"name":"A"}]}"#,
+            &["B", "A"],
+        ),
+    ];
+    for (name, live, patch, want) in cases {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "env": env(live)}]}});
+        let patch = format!(
+            r#"{{"spec":{{"containers":[{{"name":"c",{}}}]}}}}"#,
+            &patch[1..patch.len() - 1]
+        );
+        let out = apply_patch(rt("Pod"), PatchType::StrategicMerge, &pod, patch.as_bytes())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = out["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(&got, want, "{name}");
+    }
 }
 
 #[test]
