@@ -292,6 +292,22 @@ impl LabelSelector {
     }
 }
 
+impl std::str::FromStr for LabelSelector {
+    type Err = ApiError;
+
+    fn from_str(s: &str) -> ApiResult<Self> {
+        parse_label_selector(s)
+    }
+}
+
+impl std::str::FromStr for FieldSelector {
+    type Err = ApiError;
+
+    fn from_str(s: &str) -> ApiResult<Self> {
+        parse_field_selector(s)
+    }
+}
+
 impl fmt::Display for LabelSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self.requirements.iter().map(|r| r.to_string()).collect();
@@ -1029,7 +1045,7 @@ mod tests {
             e.message,
             r"invalid field selector: invalid escape sequence: \x"
         );
-        let escaped = parse_field_selector(r"metadata.name=a\,b").unwrap();
+        let escaped: FieldSelector = r"metadata.name=a\,b".parse().unwrap();
         assert_eq!(escaped.exact("metadata.name"), Some("a,b"));
         assert_eq!(escaped.to_string(), r"metadata.name=a\,b");
     }
