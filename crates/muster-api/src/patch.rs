@@ -94,6 +94,9 @@ pub fn apply_patch(
     apply_patch_value(rt, patch_type, current, &patch)
 }
 
+/// Kubernetes' bound on the operations of one JSON patch.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
 /// [`apply_patch`] for a patch already parsed from JSON.
 pub fn apply_patch_value(
     rt: &ResourceType,
@@ -105,6 +108,12 @@ pub fn apply_patch_value(
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
+            if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(ApiError::request_entity_too_large(format!(
+                    "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+                    ops.0.len()
+                )));
+            }
             let mut doc = current.clone();
             json_patch::patch(&mut doc, &ops).map_err(|e| unprocessable(&e.to_string()))?;
             Ok(doc)

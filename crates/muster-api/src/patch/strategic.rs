@@ -201,8 +201,8 @@ fn merge_map(
             && !value.is_null()
             && !keys.contains(key)
         {
-            return Err(super::unprocessable(&format!(
-                "patch field {key:?} is not listed in $retainKeys {keys:?}"
+            return Err(ApiError::bad_request(format!(
+                "invalid patch format of retainKeys: {key:?} is not listed in {keys:?}"
             )));
         }
         if value.is_null() {

@@ -459,11 +459,25 @@ fn bad_patches_are_rejected_with_kubernetes_codes() {
             "smp field outside $retainKeys",
             PatchType::StrategicMerge,
             r#"{"spec":{"strategy":{"$retainKeys":["type"],"rollingUpdate":{}}}}"#,
-            422,
+            400,
         ),
         ("apply is not a patch", PatchType::Apply, "{}", 400),
     ];
-    for (name, patch_type, patch, code) in cases {
+    let too_many = format!(
+        "[{}]",
+        vec![r#"{"op":"test","path":"/kind","value":"Deployment"}"#; 10_001].join(",")
+    );
+    let cases = cases
+        .iter()
+        .copied()
+        .chain([(
+            "json patch too long",
+            PatchType::Json,
+            too_many.as_str(),
+            413,
+        )])
+        .collect::<Vec<_>>();
+    for (name, patch_type, patch, code) in &cases {
         let err = apply_patch(rt("Deployment"), *patch_type, &d, patch.as_bytes()).expect_err(name);
         assert_eq!(err.code, *code, "{name}: {err}");
         if *code == 422 {
