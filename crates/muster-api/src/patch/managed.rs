@@ -721,33 +721,47 @@ pub fn server_side_apply(
     Ok(merged)
 }
 
+/// Kubernetes' 409 for apply conflicts: one line for a single conflict, else the paths grouped
+/// by manager (managers sorted), and a `FieldManagerConflict` cause per conflict.
 fn conflict_error(entries: &[Entry], conflicts: &[(usize, FieldPath)]) -> ApiError {
-    let mut by_manager: Vec<(usize, Vec<String>)> = Vec::new();
+    let message = match conflicts {
+        [(i, path)] => format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            entries[*i].describe(),
+            pretty_path(path)
+        ),
+        _ => {
+            let mut by_manager: Vec<(String, Vec<String>)> = Vec::new();
+            for (i, path) in conflicts {
+                let who = entries[*i].describe();
+                let shown = pretty_path(path);
+                match by_manager.iter_mut().find(|(m, _)| *m == who) {
+                    Some((_, paths)) => paths.push(shown),
+                    None => by_manager.push((who, vec![shown])),
+                }
+            }
+            by_manager.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut lines = Vec::new();
+            for (who, paths) in by_manager {
+                lines.push(format!("conflicts with {who}:"));
+                lines.extend(paths.into_iter().map(|p| format!("- {p}")));
+            }
+            format!(
+                "Apply failed with {} conflicts: {}",
+                conflicts.len(),
+                lines.join("\n")
+            )
+        }
+    };
+    let mut error = ApiError::new(409, "Conflict", message);
     for (i, path) in conflicts {
-        let shown = pretty_path(path);
-        match by_manager.iter_mut().find(|(m, _)| m == i) {
-            Some((_, paths)) => paths.push(shown),
-            None => by_manager.push((*i, vec![shown])),
-        }
+        error = error.with_cause(
+            "FieldManagerConflict",
+            &pretty_path(path),
+            &format!("conflict with {}", entries[*i].describe()),
+        );
     }
-    let mut lines = Vec::new();
-    for (i, mut paths) in by_manager {
-        let who = entries[i].describe();
-        if paths.len() == 1 {
-            lines.push(format!("conflict with {who}: {}", paths[0]));
-        } else {
-            paths.sort();
-            lines.push(format!("conflicts with {who}:"));
-            lines.extend(paths.into_iter().map(|p| format!("- {p}")));
-        }
-    }
-    let count = conflicts.len();
-    let noun = if count == 1 { "conflict" } else { "conflicts" };
-    ApiError::new(
-        409,
-        "Conflict",
-        format!("Apply failed with {count} {noun}: {}", lines.join("\n")),
-    )
+    error
 }
 
 /// Records an ordinary write (create, update, patch) in `new`'s `metadata.managedFields`:

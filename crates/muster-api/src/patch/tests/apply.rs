@@ -182,6 +182,8 @@ fn conflicts_with_other_managers_and_force() {
         assert_eq!(err.code, 409, "{name}");
         assert_eq!(err.reason, "Conflict", "{name}");
         assert_eq!(&err.message, message, "{name}");
+        assert_eq!(err.causes[0].reason, "FieldManagerConflict", "{name}");
+        assert_eq!(err.causes[0].field, ".spec.replicas", "{name}");
 
         let forced = apply(Some(&created), applied, "kubectl", true, T1);
         assert_eq!(forced["spec"]["replicas"], 3, "{name}");
@@ -540,4 +542,34 @@ fn field_sets_follow_kubernetes_conventions() {
         err.message,
         "Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1: .spec.template.spec.containers[name=\"nginx\"].image"
     );
+}
+
+#[test]
+fn conflicts_with_several_managers_are_grouped_by_manager() {
+    let mut current = apply(None, &manifest(2, "nginx", None), "zed", false, T0);
+    let mut scaled = current.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    record_update_manager(
+        rt("Deployment"),
+        Some(&current),
+        &mut scaled,
+        "alpha",
+        "Update",
+        T1,
+    );
+    current = scaled;
+    let err = server_side_apply(
+        rt("Deployment"),
+        Some(&current),
+        &manifest(4, "nginx:2", None),
+        "me",
+        false,
+        T2,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Apply failed with 2 conflicts: conflicts with \"alpha\" using apps/v1:\n- .spec.replicas\nconflicts with \"zed\":\n- .spec.template.spec.containers[name=\"web\"].image"
+    );
+    assert_eq!(err.causes.len(), 2);
 }
