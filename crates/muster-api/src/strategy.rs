@@ -75,6 +75,9 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
     }
     let mut causes = Causes::default();
     validate(rt, obj, &mut causes);
+    if rt.group == "events.k8s.io" {
+        validate_new_event_strictly(&crate::events::to_core(obj), &mut causes);
+    }
     finish(rt, obj, causes)
 }
 
@@ -1467,9 +1470,9 @@ fn validate(rt: &ResourceType, obj: &Value, c: &mut Causes) {
     if rt.kind == "Event" {
         if rt.group == "events.k8s.io" {
             validate_object_meta(rt, obj, c);
-            validate_event(&crate::events::to_core(obj), true, c);
+            validate_event(&crate::events::to_core(obj), c);
         } else {
-            validate_event(obj, false, c);
+            validate_event(obj, c);
         }
         return;
     }
@@ -1504,10 +1507,9 @@ fn validate(rt: &ResourceType, obj: &Value, c: &mut Causes) {
     }
 }
 
-/// Event rules (`event` in core/v1 form). Events with an `eventTime` are "new" events and need
-/// the reporting fields; events written through events.k8s.io (`events_api`) must be new
-/// events and may not use the deprecated fields.
-fn validate_event(event: &Value, events_api: bool, c: &mut Causes) {
+/// Kubernetes' `legacyValidateEvent` (`event` in core/v1 form), applied to every event: events
+/// with an `eventTime` are "new" events and need the reporting fields.
+fn validate_event(event: &Value, c: &mut Causes) {
     let text = |key: &str| str_of(event, key);
     let ns = event
         .pointer("/metadata/namespace")
@@ -1525,11 +1527,6 @@ fn validate_event(event: &Value, events_api: bool, c: &mut Causes) {
             "does not match event.namespace",
         )
     };
-    let controller_field = if events_api {
-        "reportingController"
-    } else {
-        "reportingComponent"
-    };
     if !has_event_time {
         let ok = if involved_ns.is_empty() {
             ns.is_empty() || ns == "default"
@@ -1545,16 +1542,17 @@ fn validate_event(event: &Value, events_api: bool, c: &mut Causes) {
         }
         let controller = text("reportingComponent");
         if controller.is_empty() {
-            c.required(controller_field);
+            c.required("reportingController");
         }
         for msg in is_qualified_name(controller) {
-            c.invalid(controller_field, &json!(controller), &msg);
+            c.invalid("reportingController", &json!(controller), &msg);
         }
         for (field, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
             let v = text(field);
             if v.is_empty() {
                 c.required(field);
-            } else if v.len() > limit {
+            }
+            if v.len() > limit {
                 c.invalid(
                     field,
                     &json!(""),
@@ -1563,13 +1561,19 @@ fn validate_event(event: &Value, events_api: bool, c: &mut Causes) {
             }
         }
         if text("message").len() > 1024 {
-            let field = if events_api { "note" } else { "message" };
-            c.invalid(field, &json!(""), "can have at most 1024 characters");
+            c.invalid("message", &json!(""), "can have at most 1024 characters");
         }
     }
-    if !events_api {
-        return;
+    for msg in is_dns1123_subdomain(ns) {
+        c.invalid("namespace", &json!(ns), &msg);
     }
+}
+
+/// The extra rules for events created through events.k8s.io (`event` in core/v1 form).
+fn validate_new_event_strictly(event: &Value, c: &mut Causes) {
+    let text = |key: &str| str_of(event, key);
+    let has_event_time = event.get("eventTime").is_some_and(|t| !t.is_null());
+    validate_event_series(event, c);
     if !has_event_time {
         c.required("eventTime");
     }
@@ -1577,24 +1581,62 @@ fn validate_event(event: &Value, events_api: bool, c: &mut Causes) {
     if ty != "Normal" && ty != "Warning" {
         c.invalid("type", &json!(""), &format!("has invalid value: {ty}"));
     }
-    for (core, field) in [
-        ("firstTimestamp", "deprecatedFirstTimestamp"),
-        ("lastTimestamp", "deprecatedLastTimestamp"),
-        ("count", "deprecatedCount"),
-    ] {
+    for field in ["firstTimestamp", "lastTimestamp", "count"] {
         if event
-            .get(core)
+            .get(field)
             .is_some_and(|v| !v.is_null() && v != &json!(0))
         {
             c.invalid(field, &json!(""), "needs to be unset");
         }
     }
-    if event
-        .get("source")
-        .and_then(Value::as_object)
-        .is_some_and(|m| !m.is_empty())
+    if !str_of(event.get("source").unwrap_or(&Value::Null), "component").is_empty()
+        || !str_of(event.get("source").unwrap_or(&Value::Null), "host").is_empty()
     {
-        c.invalid("deprecatedSource", &json!(""), "needs to be unset");
+        c.invalid("source", &json!(""), "needs to be unset");
+    }
+}
+
+fn validate_event_series(event: &Value, c: &mut Causes) {
+    let Some(series) = event.get("series").filter(|s| !s.is_null()) else {
+        return;
+    };
+    if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+        c.invalid("series.count", &json!(""), "should be at least 2");
+    }
+    if series.get("lastObservedTime").is_none_or(Value::is_null) {
+        c.required("series.lastObservedTime");
+    }
+}
+
+/// Kubernetes' `ValidateEventUpdate` for updates through events.k8s.io (both in core form):
+/// only `series` (and metadata) may change.
+fn validate_event_update(old: &Value, new: &Value, c: &mut Causes) {
+    if old.get("series") != new.get("series") {
+        validate_event_series(new, c);
+    }
+    for field in [
+        "involvedObject",
+        "reason",
+        "message",
+        "source",
+        "firstTimestamp",
+        "lastTimestamp",
+        "count",
+        "type",
+        "eventTime",
+        "action",
+        "related",
+        "reportingComponent",
+        "reportingInstance",
+    ] {
+        if old.get(field) != new.get(field) {
+            let shown = if field == "reportingComponent" {
+                "reportingController"
+            } else {
+                field
+            };
+            c.invalid(shown, new.get(field).unwrap_or(&Value::Null), IMMUTABLE);
+        }
     }
 }
 
@@ -2351,6 +2393,11 @@ const IMMUTABLE: &str = "field is immutable";
 
 fn validate_update(rt: &ResourceType, old: &Value, new: &Value, c: &mut Causes) {
     match (rt.group, rt.kind) {
+        ("events.k8s.io", "Event") => validate_event_update(
+            &crate::events::to_core(old),
+            &crate::events::to_core(new),
+            c,
+        ),
         ("", "Pod") => {
             let mut mutable = new.get("spec").cloned().unwrap_or_default();
             let old_spec = old.get("spec").cloned().unwrap_or_default();
@@ -2778,9 +2825,9 @@ mod tests {
                 "events",
                 json!({"metadata":{"name":"e"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},"eventTime":"2026-11-23T12:00:00.000000Z","reason":"Created"}),
                 vec![
-                    "reportingComponent: Required value",
-                    "reportingComponent: Invalid value: \"\": name part must be non-empty",
-                    "reportingComponent: Invalid value: \"\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                    "reportingController: Required value",
+                    "reportingController: Invalid value: \"\": name part must be non-empty",
+                    "reportingController: Invalid value: \"\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
                     "reportingInstance: Required value",
                     "action: Required value",
                 ],
@@ -2791,7 +2838,7 @@ mod tests {
                 json!({"metadata":{"name":"e"},"regarding":{"kind":"Pod","name":"p","namespace":"default"},"reportingController":"muster/x","reportingInstance":"m1","action":"Create","reason":"Created","type":"Normal","deprecatedCount":2}),
                 vec![
                     "eventTime: Required value",
-                    "deprecatedCount: Invalid value: \"\": needs to be unset",
+                    "count: Invalid value: \"\": needs to be unset",
                 ],
             ),
             (
@@ -3101,6 +3148,22 @@ mod tests {
         let e = prepare_status_update(pods, &old, &mut bad).unwrap_err();
         let fields: Vec<_> = e.causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, vec!["status.phase", "status.podIP"]);
+    }
+
+    #[test]
+    fn events_k8s_io_updates_may_only_count_the_series() {
+        let events = find("events.k8s.io", "v1", "events").unwrap();
+        let mut old = json!({"metadata":{"name":"web.1","namespace":"default"},"eventTime":"2026-11-23T12:00:00.000000Z","regarding":{"kind":"Pod","name":"web","namespace":"default"},"reportingController":"muster/kubelet","reportingInstance":"node-1","action":"Pull","reason":"Pulled","type":"Normal","note":"pulled"});
+        prepare_create(events, &mut old).unwrap();
+        let mut repeat = old.clone();
+        repeat["series"] = json!({"count": 2, "lastObservedTime": "2026-11-23T12:01:00.000000Z"});
+        prepare_update(events, &old, &mut repeat).unwrap();
+        let mut bad = old.clone();
+        bad["note"] = json!("changed");
+        bad["series"] = json!({"count": 1, "lastObservedTime": "2026-11-23T12:01:00.000000Z"});
+        let e = prepare_update(events, &old, &mut bad).unwrap_err();
+        let fields: Vec<_> = e.causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["series.count", "message"]);
     }
 
     #[test]
