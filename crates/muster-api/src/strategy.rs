@@ -1426,10 +1426,11 @@ fn validate_object_meta(rt: &ResourceType, obj: &Value, c: &mut Causes) {
     }
     check_labels(c, "metadata.labels", meta.get("labels"));
     check_annotations(c, "metadata.annotations", meta.get("annotations"));
-    for (i, f) in ports_of(meta.get("finalizers")).iter().enumerate() {
+    // Kubernetes reports finalizer errors on the list, without an index.
+    for f in ports_of(meta.get("finalizers")) {
         let f = f.as_str().unwrap_or("");
         for msg in is_qualified_name(f) {
-            c.invalid(&format!("metadata.finalizers[{i}]"), &json!(f), &msg);
+            c.invalid("metadata.finalizers", &json!(f), &msg);
         }
     }
     let mut controllers = 0;
