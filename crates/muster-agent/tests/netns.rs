@@ -335,7 +335,9 @@ async fn pods_body() {
     let default_ns: Api<Pod> = Api::namespaced(client.clone(), "default");
     let team_ns: Api<Pod> = Api::namespaced(client.clone(), "team");
 
-    let cases: Vec<(&Api<Pod>, &str, Vec<&str>, &str, &str, i32)> = vec![
+    // (namespace, pod, command, stdout, stderr, exit code)
+    type Case<'a> = (&'a Api<Pod>, &'a str, Vec<&'a str>, &'a str, &'a str, i32);
+    let cases: Vec<Case> = vec![
         (&default_ns, "web-0", vec!["hostname"], "web-0\n", "", 0),
         (
             &default_ns,
