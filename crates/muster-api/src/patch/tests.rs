@@ -337,6 +337,109 @@ fn kubectl_apply_patches_reproduce_the_applied_manifests() {
     assert!(seen >= 7, "only {seen} recorded patches");
 }
 
+/// Patches recorded from kubectl's editing commands (`testdata/capture_patch.sh`), all against
+/// the same live Deployment (containers nginx, with env FOO and BAR, and sidecar).
+#[test]
+fn kubectl_editing_commands_patch_as_expected() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/patches"));
+    let live: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("live.json")).unwrap()).unwrap();
+    let nginx = "/spec/template/spec/containers/0";
+    let restarted = "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt";
+    let cases: &[(&str, &[(&str, Value)])] = &[
+        (
+            "set-image",
+            &[
+                (
+                    "/spec/template/spec/containers/0/image",
+                    json!("nginx:1.27"),
+                ),
+                (
+                    "/spec/template/spec/containers/1/image",
+                    json!("busybox:1.36"),
+                ),
+                ("/spec/template/spec/containers/0/env/1/name", json!("BAR")),
+            ],
+        ),
+        (
+            "set-env",
+            &[(
+                "/spec/template/spec/containers/0/env",
+                json!([{"name": "FOO", "value": "changed"}, {"name": "BAR", "value": "2"}, {"name": "BAZ", "value": "3"}]),
+            )],
+        ),
+        (
+            "unset-env",
+            &[(
+                "/spec/template/spec/containers/0/env",
+                json!([{"name": "BAR", "value": "2"}]),
+            )],
+        ),
+        (
+            "set-resources",
+            &[
+                (
+                    "/spec/template/spec/containers/0/resources/limits",
+                    json!({"cpu": "200m", "memory": "64Mi"}),
+                ),
+                ("/spec/template/spec/containers/1/name", json!("sidecar")),
+            ],
+        ),
+        ("rollout-pause", &[("/spec/paused", json!(true))]),
+        (
+            "label",
+            &[("/metadata/labels", json!({"app": "web", "tier": "backend"}))],
+        ),
+        ("unlabel", &[("/metadata/labels", json!({"app": "web"}))]),
+        (
+            "annotate",
+            &[("/metadata/annotations/note", json!("hello"))],
+        ),
+        ("patch-json", &[("/spec/replicas", json!(5))]),
+        (
+            "patch-merge",
+            &[
+                ("/spec/minReadySeconds", json!(7)),
+                ("/spec/replicas", json!(3)),
+            ],
+        ),
+        // A plain strategic patch adding a container puts it first, as Kubernetes does.
+        (
+            "patch-strategic",
+            &[
+                ("/spec/template/spec/containers/0/name", json!("extra")),
+                ("/spec/template/spec/containers/1/name", json!("nginx")),
+                ("/spec/template/spec/containers/2/name", json!("sidecar")),
+            ],
+        ),
+    ];
+    for (name, expect) in cases {
+        let patch = std::fs::read(dir.join(format!("{name}.patch.json"))).unwrap();
+        let content_type = std::fs::read_to_string(dir.join(format!("{name}.type"))).unwrap();
+        let patch_type = PatchType::from_content_type(&content_type).expect(name);
+        let out = apply_patch(rt("Deployment"), patch_type, &live, &patch)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (pointer, want) in *expect {
+            assert_eq!(
+                out.pointer(pointer).unwrap_or(&Value::Null),
+                want,
+                "{name}: {pointer}"
+            );
+        }
+        // Everything else is untouched.
+        assert_eq!(out["metadata"]["name"], "web", "{name}");
+        assert!(
+            out.pointer(nginx).is_some(),
+            "{name}: the nginx container survives"
+        );
+    }
+    let restart = std::fs::read(dir.join("rollout-restart.patch.json")).unwrap();
+    let patch: Value = serde_json::from_slice(&restart).unwrap();
+    let out = apply_patch(rt("Deployment"), PatchType::StrategicMerge, &live, &restart).unwrap();
+    assert!(out.pointer(restarted).is_some_and(Value::is_string));
+    assert_eq!(out.pointer(restarted), patch.pointer(restarted));
+}
+
 /// List order after a patch, as Kubernetes' strategic merge computes it: named items (in the
 /// patch or its `$setElementOrder`) in their order, server-only items merged in by their old
 /// positions.
