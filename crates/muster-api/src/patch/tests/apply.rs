@@ -573,3 +573,66 @@ fn conflicts_with_several_managers_are_grouped_by_manager() {
     );
     assert_eq!(err.causes.len(), 2);
 }
+
+/// kubectl's switch from client-side to server-side apply: its first apply conflicts on what
+/// it changes; then it rewrites managedFields with a JSON patch (the entries the client sends
+/// are kept), after which its applies own what client-side apply owned.
+#[test]
+fn client_side_apply_upgrades_to_server_side_apply() {
+    let mut csa = manifest(2, "nginx", None);
+    record_update_manager(
+        rt("Deployment"),
+        None,
+        &mut csa,
+        "kubectl-client-side-apply",
+        "Update",
+        T0,
+    );
+    let err = server_side_apply(
+        rt("Deployment"),
+        Some(&csa),
+        &manifest(3, "nginx", None),
+        "kubectl",
+        false,
+        T1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+    );
+
+    // What kubectl's JSON patch does: the client-side entry becomes kubectl's Apply entry.
+    let mut upgraded = csa.clone();
+    let entry = &mut upgraded["metadata"]["managedFields"][0];
+    entry["manager"] = json!("kubectl");
+    entry["operation"] = json!("Apply");
+    record_update_manager(
+        rt("Deployment"),
+        Some(&csa),
+        &mut upgraded,
+        "kubectl",
+        "Update",
+        T1,
+    );
+    assert_eq!(
+        upgraded["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        upgraded["metadata"]["managedFields"][0]["operation"],
+        "Apply"
+    );
+
+    let out = apply(
+        Some(&upgraded),
+        &manifest(3, "nginx", None),
+        "kubectl",
+        false,
+        T2,
+    );
+    assert_eq!(out["spec"]["replicas"], 3);
+}
