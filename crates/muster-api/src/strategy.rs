@@ -580,10 +580,66 @@ fn keep_system_metadata(old: &Value, new: &mut Value) {
 
 /// Values the server allocated that a client may omit on replace (Kubernetes'
 /// `patchAllocatedValues`): a Service's ClusterIP(s) and NodePorts.
+/// When a Service changes type, the fields only the old type uses are cleared if the client
+/// left them as they were (Kubernetes' `dropTypeDependentFields`): NodePorts and traffic
+/// policy when leaving NodePort/LoadBalancer, the ClusterIP and IP families when becoming
+/// ExternalName.
+fn drop_type_dependent_fields(old: &Value, new: &mut Value) {
+    let ty = |v: &Value| {
+        v.pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string()
+    };
+    let (old_type, new_type) = (ty(old), ty(new));
+    if old_type == new_type {
+        return;
+    }
+    let old_spec = old.get("spec").cloned().unwrap_or_default();
+    let spec = obj_mut(new, "spec");
+    let unchanged = |spec: &Map<String, Value>, key: &str| spec.get(key) == old_spec.get(key);
+    let external = |t: &str| t == "NodePort" || t == "LoadBalancer";
+    if external(&old_type) && !external(&new_type) {
+        for key in ["externalTrafficPolicy", "healthCheckNodePort"] {
+            if unchanged(spec, key) {
+                spec.remove(key);
+            }
+        }
+        let old_ports = ports_of(old_spec.get("ports")).to_vec();
+        for p in each_mut(spec, "ports") {
+            let np = p.get("nodePort").cloned();
+            if np.is_some() && old_ports.iter().any(|o| o.get("nodePort") == np.as_ref()) {
+                p.remove("nodePort");
+            }
+        }
+    }
+    if old_type == "LoadBalancer" && new_type != "LoadBalancer" {
+        for key in ["allocateLoadBalancerNodePorts", "loadBalancerClass"] {
+            if unchanged(spec, key) {
+                spec.remove(key);
+            }
+        }
+    }
+    if new_type == "ExternalName" && old_type != "ExternalName" {
+        for key in [
+            "clusterIP",
+            "clusterIPs",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "internalTrafficPolicy",
+        ] {
+            if unchanged(spec, key) {
+                spec.remove(key);
+            }
+        }
+    }
+}
+
 fn carry_over_allocated(rt: &ResourceType, old: &Value, new: &mut Value) {
     if !(rt.group.is_empty() && rt.kind == "Service") {
         return;
     }
+    drop_type_dependent_fields(old, new);
     let old_type = old.pointer("/spec/type").and_then(Value::as_str);
     let new_type = new
         .pointer("/spec/type")
@@ -1741,8 +1797,26 @@ fn validate_container(
     init: bool,
     c: &mut Causes,
 ) {
-    if str_of(ctr, "image").trim().is_empty() {
+    let image = str_of(ctr, "image");
+    if image.trim().is_empty() {
         c.required(&format!("{cp}.image"));
+    } else if image.trim() != image {
+        c.invalid(
+            &format!("{cp}.image"),
+            &json!(image),
+            "must not have leading or trailing whitespace",
+        );
+    }
+    // Only init containers may set a restart policy (`Always` makes them sidecars).
+    match (init, ctr.get("restartPolicy").and_then(Value::as_str)) {
+        (_, None) | (true, Some("Always")) => {}
+        (true, Some(other)) => {
+            c.not_supported(&format!("{cp}.restartPolicy"), &json!(other), &["Always"])
+        }
+        (false, Some(_)) => c.forbidden(
+            &format!("{cp}.restartPolicy"),
+            "may not be set for non-init containers",
+        ),
     }
     let limits = ctr.pointer("/resources/limits").and_then(Value::as_object);
     if let (Some(requests), Some(limits)) = (
@@ -2001,6 +2075,23 @@ fn validate_service_spec(spec: &Value, c: &mut Causes) {
             spec.get("internalTrafficPolicy"),
             &["Cluster", "Local"],
         );
+        match (
+            ty,
+            spec.get("externalTrafficPolicy").and_then(Value::as_str),
+        ) {
+            (_, None) => {}
+            ("NodePort" | "LoadBalancer", Some(p)) => check_supported(
+                c,
+                "spec.externalTrafficPolicy",
+                Some(&json!(p)),
+                &["Cluster", "Local"],
+            ),
+            (_, Some(p)) => c.invalid(
+                "spec.externalTrafficPolicy",
+                &json!(p),
+                "may only be set for externally-accessible services",
+            ),
+        }
     }
     let mut names = BTreeSet::new();
     let mut seen = BTreeSet::new();
@@ -2744,6 +2835,24 @@ mod tests {
             ),
             (
                 "",
+                "pods",
+                json!({"metadata":{"name":"p"},"spec":{"initContainers":[{"name":"i","image":"x","restartPolicy":"Never"}],"containers":[{"name":"c","image":" nginx","restartPolicy":"Always"}]}}),
+                vec![
+                    "spec.initContainers[0].restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
+                    "spec.containers[0].image: Invalid value: \" nginx\": must not have leading or trailing whitespace",
+                    "spec.containers[0].restartPolicy: Forbidden: may not be set for non-init containers",
+                ],
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata":{"name":"s"},"spec":{"externalTrafficPolicy":"Local","ports":[{"port":80}]}}),
+                vec![
+                    "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for externally-accessible services",
+                ],
+            ),
+            (
+                "",
                 "services",
                 json!({"metadata":{"name":"s"},"spec":{"ports":[{"name":"a","port":80},{"name":"a","port":80}]}}),
                 vec![
@@ -3130,6 +3239,27 @@ mod tests {
         assert_eq!(new["metadata"]["generation"], 1);
         assert_eq!(new["spec"]["replicas"], 1);
         assert_eq!(new["status"]["updatedReplicas"], 1);
+    }
+
+    #[test]
+    fn changing_service_type_drops_fields_of_the_old_type() {
+        let services = rt("", "services");
+        let mut old = json!({"metadata":{"name":"s","namespace":"default"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":30080}]}});
+        prepare_create(services, &mut old).unwrap();
+        old["spec"]["clusterIP"] = json!("10.96.0.20");
+        old["spec"]["clusterIPs"] = json!(["10.96.0.20"]);
+        let mut to_cluster_ip = old.clone();
+        to_cluster_ip["spec"]["type"] = json!("ClusterIP");
+        prepare_update(services, &old, &mut to_cluster_ip).unwrap();
+        assert!(to_cluster_ip["spec"].get("externalTrafficPolicy").is_none());
+        assert!(to_cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+        assert_eq!(to_cluster_ip["spec"]["clusterIP"], "10.96.0.20");
+        let mut to_external = old.clone();
+        to_external["spec"]["type"] = json!("ExternalName");
+        to_external["spec"]["externalName"] = json!("example.com");
+        prepare_update(services, &old, &mut to_external).unwrap();
+        assert!(to_external["spec"].get("clusterIP").is_none());
+        assert!(to_external["spec"].get("ipFamilies").is_none());
     }
 
     #[test]
