@@ -255,7 +255,7 @@ pub fn reconcile(obs: &Observed) -> Plan {
                 rs.spec
                     .as_ref()
                     .and_then(|s| s.template.as_ref())
-                    .is_some_and(|t| without_hash(t) == tmpl)
+                    .is_some_and(|t| util::semantically_equal(&without_hash(t), &tmpl))
             })
         });
     let mut olds: Vec<&ReplicaSet> = obs

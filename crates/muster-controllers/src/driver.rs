@@ -23,7 +23,7 @@ use crate::util::{self, Labels, Timestamp, split_key};
 use crate::{endpoints, replicaset, scheduler};
 
 pub type SyncResult = anyhow::Result<Option<Duration>>;
-type SyncFn = fn(Arc<Ctx>, String) -> BoxFuture<'static, SyncResult>;
+pub type SyncFn = fn(Arc<Ctx>, String) -> BoxFuture<'static, SyncResult>;
 
 /// Everything the workers share.
 pub struct Ctx {
@@ -622,56 +622,79 @@ pub fn sync_service(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncResult
         };
         let slice_actions = endpoints::reconcile_slices(&obs);
         let endpoints_action = endpoints::reconcile_endpoints(&obs);
-        let slice_api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
-        let pp = PostParams::default();
-        for action in slice_actions {
-            match action {
-                endpoints::SliceAction::Create(s) => {
-                    let created = slice_api.create(&pp, &s).await?;
-                    ctx.slices.upsert(created);
-                }
-                endpoints::SliceAction::Update(s) => {
-                    let name = s.name_any();
-                    let updated = slice_api.replace(&name, &pp, &s).await?;
-                    ctx.slices.upsert(updated);
-                }
-                endpoints::SliceAction::Delete { name } => {
-                    match slice_api.delete(&name, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(e) if is_status(&e, 404) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    ctx.slices.remove(&format!("{ns}/{name}"));
-                }
+        // Slices (what DNS reads) and Endpoints are written concurrently: neither waits for
+        // the other's round trip.
+        let (slices_done, endpoints_done) = tokio::join!(
+            write_slices(&ctx, ns, slice_actions),
+            write_endpoints(&ctx, ns, name, endpoints_action)
+        );
+        slices_done?;
+        endpoints_done?;
+        Ok(None)
+    }
+    .boxed()
+}
+
+async fn write_slices(
+    ctx: &Ctx,
+    ns: &str,
+    actions: Vec<endpoints::SliceAction>,
+) -> anyhow::Result<()> {
+    let slice_api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
+    let pp = PostParams::default();
+    for action in actions {
+        match action {
+            endpoints::SliceAction::Create(s) => {
+                let created = slice_api.create(&pp, &s).await?;
+                ctx.slices.upsert(created);
             }
-        }
-        let ep_api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), ns);
-        match endpoints_action {
-            Some(endpoints::EndpointsAction::Create(e)) => match ep_api.create(&pp, &e).await {
-                Ok(created) => {
-                    ctx.endpoints.upsert(created);
-                }
-                // Someone wrote it in between: the watch brings it and queues us again.
-                Err(e) if is_status(&e, 409) => return Err(e.into()),
-                Err(e) => return Err(e.into()),
-            },
-            Some(endpoints::EndpointsAction::Update(e)) => {
-                let updated = ep_api.replace(name, &pp, &e).await?;
-                ctx.endpoints.upsert(updated);
+            endpoints::SliceAction::Update(s) => {
+                let name = s.name_any();
+                let updated = slice_api.replace(&name, &pp, &s).await?;
+                ctx.slices.refresh(updated);
             }
-            Some(endpoints::EndpointsAction::Delete { name }) => {
-                match ep_api.delete(&name, &DeleteParams::default()).await {
+            endpoints::SliceAction::Delete { name } => {
+                match slice_api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(e) if is_status(&e, 404) => {}
                     Err(e) => return Err(e.into()),
                 }
-                ctx.endpoints.remove(&format!("{ns}/{name}"));
+                ctx.slices.remove(&format!("{ns}/{name}"));
             }
-            None => {}
         }
-        Ok(None)
     }
-    .boxed()
+    Ok(())
+}
+
+async fn write_endpoints(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    action: Option<endpoints::EndpointsAction>,
+) -> anyhow::Result<()> {
+    let ep_api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), ns);
+    let pp = PostParams::default();
+    match action {
+        Some(endpoints::EndpointsAction::Create(e)) => {
+            // A conflict means someone wrote it in between: the watch brings it, we retry.
+            let created = ep_api.create(&pp, &e).await?;
+            ctx.endpoints.upsert(created);
+        }
+        Some(endpoints::EndpointsAction::Update(e)) => {
+            let updated = ep_api.replace(name, &pp, &e).await?;
+            ctx.endpoints.refresh(updated);
+        }
+        Some(endpoints::EndpointsAction::Delete { name }) => {
+            match ep_api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(e.into()),
+            }
+            ctx.endpoints.remove(&format!("{ns}/{name}"));
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -715,7 +738,7 @@ pub fn sync_replicaset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
             let p = pod_api
                 .patch(&change.pod, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            ctx.pods.upsert(p);
+            ctx.pods.refresh(p);
         }
         let rs_ref = reference(rs.as_ref());
         let mut first_error: Option<anyhow::Error> = None;
@@ -783,10 +806,11 @@ pub fn sync_replicaset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
                             format!("Deleted pod: {name}"),
                         );
                         match either.left() {
-                            Some(p) => {
-                                ctx.pods.upsert(p);
+                            // Still there while it terminates.
+                            Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                                ctx.pods.refresh(p)
                             }
-                            None => {
+                            _ => {
                                 ctx.pods.remove(&format!("{ns}/{name}"));
                             }
                         }
@@ -812,7 +836,7 @@ pub fn sync_replicaset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
                 .await
             {
                 Ok(updated) => {
-                    ctx.replicasets.upsert(updated);
+                    ctx.replicasets.refresh(updated);
                 }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => {
@@ -958,7 +982,7 @@ pub fn sync_pod_schedule(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncR
                         .await
                     {
                         Ok(p) => {
-                            ctx.pods.upsert(p);
+                            ctx.pods.refresh(p);
                         }
                         Err(e) if is_status(&e, 404) => return Ok(None),
                         // A newer pod is on its way through the watch; it queues us again.

@@ -88,7 +88,7 @@ pub fn sync_deployment(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
                                 &Patch::Merge(&patch),
                             )
                             .await?;
-                        ctx.deployments.upsert(updated);
+                        ctx.deployments.refresh(updated);
                     } else {
                         ctx.replicasets.upsert(existing);
                     }
@@ -123,7 +123,7 @@ pub fn sync_deployment(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
                     ),
                 );
             }
-            ctx.replicasets.upsert(updated);
+            ctx.replicasets.refresh(updated);
         }
         for name in &plan.delete {
             match rs_api.delete(name, &DeleteParams::background()).await {
@@ -143,7 +143,7 @@ pub fn sync_deployment(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
                 .await
             {
                 Ok(updated) => {
-                    ctx.deployments.upsert(updated);
+                    ctx.deployments.refresh(updated);
                 }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(e.into()),
@@ -237,10 +237,9 @@ pub fn sync_statefulset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRe
                         ),
                     );
                     match either.left() {
-                        Some(p) => {
-                            ctx.pods.upsert(p);
-                        }
-                        None => {
+                        // Still there while it terminates.
+                        Some(p) if p.metadata.deletion_timestamp.is_some() => ctx.pods.refresh(p),
+                        _ => {
                             ctx.pods.remove(&format!("{ns}/{name}"));
                         }
                     }
@@ -268,7 +267,7 @@ pub fn sync_statefulset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRe
                 .await
             {
                 Ok(updated) => {
-                    ctx.statefulsets.upsert(updated);
+                    ctx.statefulsets.refresh(updated);
                 }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(e.into()),

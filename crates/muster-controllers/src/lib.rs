@@ -126,4 +126,29 @@ fn spawn_controllers(
         1,
         driver::sync_pod_schedule,
     );
+    let more: [(&'static str, Arc<runtime::WorkQueue>, usize, driver::SyncFn); 4] = [
+        (
+            "deployment",
+            ctx.q_deployments.clone(),
+            w,
+            driver_apps::sync_deployment,
+        ),
+        (
+            "statefulset",
+            ctx.q_statefulsets.clone(),
+            w,
+            driver_apps::sync_statefulset,
+        ),
+        ("garbage-collector", ctx.q_gc.clone(), w, driver_gc::sync_gc),
+        // Namespace deletion walks discovery; one at a time is plenty.
+        (
+            "namespace",
+            ctx.q_namespaces.clone(),
+            1,
+            driver_gc::sync_namespace,
+        ),
+    ];
+    for (name, queue, workers, sync) in more {
+        driver::spawn_workers(ctx, tasks, name, queue, workers, sync);
+    }
 }

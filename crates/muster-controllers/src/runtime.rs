@@ -86,6 +86,18 @@ impl<K: Resource> Cache<K> {
         old
     }
 
+    /// Stores the answer to our own update, patch or delete, but only over the same object:
+    /// if the watch already reported it deleted, a late answer must not bring it back.
+    pub fn refresh(&self, obj: K) {
+        let key = obj_key(&obj);
+        let same = self
+            .get(&key)
+            .is_some_and(|cur| cur.meta().uid == obj.meta().uid);
+        if same {
+            self.upsert(obj);
+        }
+    }
+
     pub fn remove(&self, key: &str) -> Option<Arc<K>> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let old = inner.objects.remove(key)?;
@@ -358,6 +370,11 @@ mod tests {
         assert_eq!(c.index_len("app=db"), 1);
         c.remove("ns/a");
         assert_eq!(c.index_len("app=db"), 0);
+        // A late answer to our own write does not resurrect what the watch deleted.
+        c.refresh(pod("a", "8", "db"));
+        assert!(c.get("ns/a").is_none());
+        c.refresh(pod("b", "8", "db"));
+        assert_eq!(c.index_len("app=db"), 1);
         let gone = c.replace_all(vec![pod("c", "9", "x")]);
         assert_eq!(gone.len(), 1);
         assert_eq!(c.len(), 1);

@@ -247,11 +247,41 @@ pub fn fnv32a(data: &[u8]) -> u32 {
     h
 }
 
+/// A value as JSON without nulls, empty objects and empty lists, recursively: Go's zero
+/// values (`resources: {}`, `creationTimestamp: null`) mean the same as absent fields, and
+/// clients send either (kubectl rollout undo sends both).
+pub fn canonical_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match v {
+            Value::Null => None,
+            Value::Object(map) => {
+                let m: serde_json::Map<String, Value> = map
+                    .into_iter()
+                    .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                    .collect();
+                (!m.is_empty()).then_some(Value::Object(m))
+            }
+            Value::Array(items) => {
+                let a: Vec<Value> = items.into_iter().filter_map(prune).collect();
+                (!a.is_empty()).then_some(Value::Array(a))
+            }
+            other => Some(other),
+        }
+    }
+    prune(serde_json::to_value(value).unwrap_or_default()).unwrap_or(serde_json::Value::Null)
+}
+
+/// Whether two values are equal up to zero values (see `canonical_json`).
+pub fn semantically_equal<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    canonical_json(a) == canonical_json(b)
+}
+
 /// The hash of a serialisable value (a pod template), salted with a collision count, as a
 /// short label-safe string. Canonical JSON stands in for Go's deep printer; what matters is
 /// that equal templates give equal hashes and different ones (almost always) differ.
 pub fn template_hash<T: serde::Serialize>(value: &T, collision_count: Option<i32>) -> String {
-    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut bytes = serde_json::to_vec(&canonical_json(value)).unwrap_or_default();
     if let Some(c) = collision_count {
         bytes.extend_from_slice(&c.to_le_bytes());
     }
@@ -343,6 +373,36 @@ mod tests {
         for (i, (sel, want)) in cases.iter().enumerate() {
             assert_eq!(selector_matches(sel, &pod), *want, "case {i}: {sel:?}");
         }
+    }
+
+    #[test]
+    fn zero_values_do_not_change_a_template() {
+        use k8s_openapi::api::core::v1::{
+            Container, PodSpec, PodTemplateSpec, ResourceRequirements,
+        };
+        let plain = PodTemplateSpec {
+            metadata: Some(ObjectMeta::default()),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some("nginx:1".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let mut undone = plain.clone();
+        undone.metadata = None;
+        undone.spec.as_mut().unwrap().containers[0].resources =
+            Some(ResourceRequirements::default());
+        undone.spec.as_mut().unwrap().containers[0].args = Some(vec![]);
+        assert!(semantically_equal(&plain, &undone));
+        assert_eq!(template_hash(&plain, None), template_hash(&undone, None));
+        let mut other = plain.clone();
+        other.spec.as_mut().unwrap().containers[0].image = Some("nginx:2".into());
+        assert!(!semantically_equal(&plain, &other));
+        assert_ne!(template_hash(&plain, None), template_hash(&other, None));
+        assert_ne!(template_hash(&plain, None), template_hash(&plain, Some(1)));
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl Cluster {
 
     /// Only the API server; `start_controllers` later.
     pub async fn start_api_only() -> Cluster {
+        // RUST_LOG=muster_controllers=debug shows what the controllers do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let bin = muster_bin();
         assert!(
             bin.exists(),
@@ -191,5 +196,68 @@ where
             Err(last) if Instant::now() > deadline => panic!("{what}: gave up; last: {last}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
+    }
+}
+
+/// Plays a node that starts every pod at once: pods without an IP get one, phase Running
+/// and Ready=True. Returns the task; abort it to stop.
+pub fn fake_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let ns = ns.to_string();
+    tokio::spawn(async move {
+        let mut next = 1usize;
+        loop {
+            if let Ok(list) = api.list(&Default::default()).await {
+                for p in list.items {
+                    let has_ip = p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some();
+                    if has_ip || p.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let ip = format!("10.244.{}.{}", 1 + next / 250, next % 250 + 1);
+                    next += 1;
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    let status = PodStatus {
+                        phase: Some("Running".into()),
+                        pod_ip: Some(ip.clone()),
+                        pod_ips: Some(vec![PodIP { ip }]),
+                        conditions: Some(vec![PodCondition {
+                            type_: "Ready".into(),
+                            status: "True".into(),
+                            last_transition_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    };
+                    let _ = api
+                        .patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(&serde_json::json!({ "status": status })),
+                        )
+                        .await;
+                }
+            }
+            let _ = &ns;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+impl Cluster {
+    /// kubectl that may fail: (success, stdout, stderr).
+    pub fn kubectl_result(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kubectl-cache"))
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
