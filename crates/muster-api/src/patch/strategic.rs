@@ -87,6 +87,8 @@ pub(crate) fn list_strategy(kind: &str, path: &[&str]) -> ListStrategy {
         // Kubernetes keys Service ports by port+protocol; muster by port alone.
         ("Service", ["spec", "ports"]) => ListStrategy::MergeKey("port"),
         ("Node", ["status", "addresses"]) => ListStrategy::MergeKey("type"),
+        ("Node", ["spec", "podCIDRs"]) => ListStrategy::Set,
+        ("Pod", ["status", "podIPs" | "hostIPs"]) => ListStrategy::MergeKey("ip"),
         _ => ListStrategy::Atomic,
     }
 }

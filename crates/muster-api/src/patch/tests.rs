@@ -283,7 +283,8 @@ fn strategic_merge_cases() {
 
     let pod = json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
         "spec":{"containers":[{"name":"c","image":"x","ports":[{"containerPort":80}]}]},
-        "status":{"conditions":[{"type":"Ready","status":"False"},{"type":"PodScheduled","status":"True"}]}});
+        "status":{"conditions":[{"type":"Ready","status":"False"},{"type":"PodScheduled","status":"True"}],
+                  "podIPs":[{"ip":"10.0.0.5"}]}});
     let pod_cases: &[(&str, &str, Expect)] = &[
         (
             "pod conditions merge by type",
@@ -295,6 +296,14 @@ fn strategic_merge_cases() {
                 ),
                 ("/status/conditions/1/type", json!("PodScheduled")),
             ],
+        ),
+        (
+            "pod IPs merge by ip",
+            r#"{"status":{"podIPs":[{"ip":"fd00::5"}]}}"#,
+            &[(
+                "/status/podIPs",
+                json!([{"ip": "fd00::5"}, {"ip": "10.0.0.5"}]),
+            )],
         ),
         (
             "pod spec containers merge by name",
