@@ -67,6 +67,7 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
     apply_defaults(rt, obj);
     if rt.group.is_empty() && rt.kind == "Pod" {
         admit_pod(obj);
+        mark_scheduling_gated(obj);
     }
     if generation_applies(rt) {
         meta_mut(obj).insert("generation".into(), json!(1));
@@ -809,6 +810,27 @@ fn default_pod(obj: &mut Value) {
 
 /// What Kubernetes' default admission plugins add to a new pod (ServiceAccount, Priority,
 /// DefaultTolerationSeconds). Only on create: later updates may not change these fields.
+/// A pod created with scheduling gates starts with `PodScheduled=False/SchedulingGated`.
+fn mark_scheduling_gated(pod: &mut Value) {
+    let gated = pod
+        .pointer("/spec/schedulingGates")
+        .and_then(Value::as_array)
+        .is_some_and(|g| !g.is_empty());
+    if !gated {
+        return;
+    }
+    let status = obj_mut(pod, "status");
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if let Some(list) = conditions.as_array_mut() {
+        list.push(json!({
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "SchedulingGated",
+            "message": "Scheduling is blocked due to non-empty scheduling gates",
+        }));
+    }
+}
+
 fn admit_pod(obj: &mut Value) {
     let spec = obj_mut(obj, "spec");
     default_if_zero(spec, "serviceAccountName", json!("default"));
@@ -2990,6 +3012,7 @@ mod tests {
     fn defaults_match_kubernetes() {
         let svc = create("", "services", json!({"metadata":{"name":"terra10-headless"},"spec":{"clusterIP":"None","ports":[{"port":80}],"selector":{"app":"terra10"}}})).unwrap();
         let pod = create("", "pods", json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"nginx","ports":[{"containerPort":80}],"readinessProbe":{"httpGet":{"port":80}}},{"name":"d","image":"busybox:1.36"}]}})).unwrap();
+        let gated = create("", "pods", json!({"metadata":{"name":"g"},"spec":{"schedulingGates":[{"name":"example.com/wait"}],"containers":[{"name":"c","image":"x"}]}})).unwrap();
         let deploy = create("apps", "deployments", json!({"metadata":{"name":"nginx"},"spec":{"selector":{"matchLabels":{"app":"nginx"}},"template":{"metadata":{"labels":{"app":"nginx"}},"spec":{"containers":[{"name":"nginx","image":"nginx:1.25"}]}}}})).unwrap();
         let sts = create("apps", "statefulsets", json!({"metadata":{"name":"web"},"spec":{"serviceName":"nginx","selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"nginx","image":"nginx"}]}}}})).unwrap();
         let ns = create(
