@@ -282,3 +282,151 @@ async fn namespace_deletion_empties_and_removes_it() {
     })
     .await;
 }
+
+const RS_SMALL: &str = r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: small
+spec:
+  replicas: 4
+  selector:
+    matchLabels:
+      app: small
+  template:
+    metadata:
+      labels:
+        app: small
+    spec:
+      containers:
+      - name: c
+        image: x
+"#;
+
+async fn add_node(c: &Cluster, name: &str, ready: bool) {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<Node> = Api::all(c.client.clone());
+    let node = Node {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([("kubernetes.io/hostname".to_string(), name.to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.create(&Default::default(), &node).await.unwrap();
+    let status = serde_json::json!({"status": {"conditions": [
+        {"type": "Ready", "status": if ready { "True" } else { "False" }, "reason": "KubeletReady"}
+    ]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the muster binary (cargo build -p muster)"]
+async fn scheduler_spreads_over_ready_nodes_and_reports_failures() {
+    let c = Cluster::start().await;
+    add_node(&c, "node-b", false).await;
+    let f = c.write("rs.yaml", RS_SMALL);
+    c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+    eventually(10, "FailedScheduling", || async {
+        let pods = live_pods(&c, "default", "app=small").await;
+        let msgs: Vec<String> = pods
+            .iter()
+            .filter_map(|p| {
+                let conds = p.status.as_ref()?.conditions.as_ref()?;
+                conds.iter().find(|c| c.type_ == "PodScheduled")?.message.clone()
+            })
+            .collect();
+        let want = "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }.";
+        if msgs.len() == 4 && msgs.iter().all(|m| m == want) { Ok(()) } else { Err(format!("{msgs:?}")) }
+    })
+    .await;
+    // Two Ready nodes appear: the pending pods are retried and spread evenly.
+    add_node(&c, "node-a", true).await;
+    add_node(&c, "node-c", true).await;
+    eventually(10, "bound", || async {
+        let pods = live_pods(&c, "default", "app=small").await;
+        let mut nodes: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        nodes.sort();
+        if nodes == ["node-a", "node-a", "node-c", "node-c"] {
+            Ok(())
+        } else {
+            Err(format!("{nodes:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the muster binary (cargo build -p muster)"]
+async fn orphan_and_foreground_deletion() {
+    let c = Cluster::start().await;
+    let f = c.write("rs.yaml", RS_SMALL);
+    c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+    eventually(10, "pods", || async {
+        let n = live_pods(&c, "default", "app=small").await.len();
+        if n == 4 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    // Orphan: the ReplicaSet goes, its pods stay and lose their owner.
+    c.kubectl(&["delete", "rs", "small", "--cascade=orphan"]);
+    eventually(20, "orphaned", || async {
+        let pods = live_pods(&c, "default", "app=small").await;
+        let owned = pods
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|r| !r.is_empty())
+            })
+            .count();
+        if pods.len() == 4 && owned == 0 {
+            Ok(())
+        } else {
+            Err(format!("{} pods, {owned} owned", pods.len()))
+        }
+    })
+    .await;
+    // A new ReplicaSet adopts them; foreground deletion removes pods before the set.
+    c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+    eventually(20, "adopted", || async {
+        let pods = live_pods(&c, "default", "app=small").await;
+        let owned = pods
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|r| !r.is_empty())
+            })
+            .count();
+        if pods.len() == 4 && owned == 4 {
+            Ok(())
+        } else {
+            Err(format!("{} pods, {owned} owned", pods.len()))
+        }
+    })
+    .await;
+    c.kubectl(&["delete", "rs", "small", "--cascade=foreground"]);
+    let rs_api: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    eventually(20, "all gone", || async {
+        let rs = rs_api.get_opt("small").await.map_err(|e| e.to_string())?;
+        let pods = live_pods(&c, "default", "app=small").await.len();
+        if rs.is_none() && pods == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "rs {:?}, {pods} pods",
+                rs.map(|r| r.metadata.finalizers)
+            ))
+        }
+    })
+    .await;
+}
