@@ -3083,6 +3083,11 @@ mod tests {
                 "/status",
                 json!({"phase":"Pending","qosClass":"BestEffort"}),
             ),
+            (
+                &gated,
+                "/status/conditions/0/reason",
+                json!("SchedulingGated"),
+            ),
             (&deploy, "/spec/replicas", json!(1)),
             (
                 &deploy,
