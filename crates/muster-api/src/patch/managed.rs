@@ -768,7 +768,8 @@ fn conflict_error(entries: &[Entry], conflicts: &[(usize, FieldPath)]) -> ApiErr
 /// `field_manager` (with `operation`, normally `Update`) gains the fields the write set or
 /// changed, which other managers lose; fields the write removed leave every manager.
 ///
-/// The entries start from `new`'s own `managedFields` if the client sent some, else `old`'s.
+/// The entries start from `new`'s own `managedFields` if the client sent some, else `old`'s;
+/// a client sending `[{}]` strips them all, as in Kubernetes.
 pub fn record_update_manager(
     rt: &ResourceType,
     old: Option<&Value>,
@@ -804,13 +805,19 @@ fn record_manager(
     subresource: Option<&str>,
     now: &str,
 ) {
+    // As in Kubernetes: `[{}]` strips managedFields, an empty list (or none) keeps the stored
+    // ones, any other list replaces them.
     let sent = new
         .pointer("/metadata/managedFields")
-        .is_some_and(Value::is_array);
-    let mut entries = if sent {
-        entries_of(new)
-    } else {
-        old.map(entries_of).unwrap_or_default()
+        .and_then(Value::as_array)
+        .cloned();
+    let mut entries = match sent.as_deref() {
+        Some([Value::Object(only)]) if only.is_empty() => {
+            strip_managed_fields(new);
+            return;
+        }
+        Some(list) if !list.is_empty() => entries_of(new),
+        _ => old.map(entries_of).unwrap_or_default(),
     };
     let (new_set, mut touched) = field_set_diff(rt.kind, new, old);
     // As Kubernetes' reset fields: a write to the main resource owns no status, a write to

@@ -636,3 +636,44 @@ fn client_side_apply_upgrades_to_server_side_apply() {
     );
     assert_eq!(out["spec"]["replicas"], 3);
 }
+
+#[test]
+fn managed_fields_sent_by_the_client() {
+    let created = apply(None, &manifest(2, "nginx", None), "kubectl", false, T0);
+    let cases: &[(&str, Value, &[&str])] = &[
+        (
+            "an empty list keeps the stored entries",
+            json!([]),
+            &["kubectl", "editor"],
+        ),
+        ("[{}] strips them all", json!([{}]), &[]),
+        (
+            "a list replaces them",
+            json!([{"manager": "other", "operation": "Update", "apiVersion": "apps/v1",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]),
+            &["other", "editor"],
+        ),
+    ];
+    for (name, sent, managers) in cases {
+        let mut updated = created.clone();
+        updated["metadata"]["managedFields"] = sent.clone();
+        updated["metadata"]["labels"]["edited"] = json!("yes");
+        record_update_manager(
+            rt("Deployment"),
+            Some(&created),
+            &mut updated,
+            "editor",
+            "Update",
+            T1,
+        );
+        let got = updated["metadata"]["managedFields"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|e| e["manager"].as_str().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        assert_eq!(&got, managers, "{name}");
+    }
+}
