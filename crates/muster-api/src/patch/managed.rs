@@ -6,7 +6,7 @@
 //! (structured-merge-diff):
 //! - it has no schema: list types come from the strategic-merge table ([`list_strategy`]),
 //!   which nodes are recorded themselves (`.`) from [`has_own_node`], atomic structs (label
-//!   selectors) from [`is_atomic_struct`], item keys from [`item_key_fields`];
+//!   selectors) from [`is_atomic_struct`], item keys from [`item_key`];
 //! - Update entries are one per manager, operation and subresource, not split by apiVersion.
 
 use std::collections::BTreeSet;
