@@ -2507,6 +2507,9 @@ const IMMUTABLE: &str = "field is immutable";
 
 fn validate_update(rt: &ResourceType, old: &Value, new: &Value, c: &mut Causes) {
     match (rt.group, rt.kind) {
+        ("apps", "ControllerRevision") if old.get("data") != new.get("data") => {
+            c.invalid("data", new.get("data").unwrap_or(&Value::Null), IMMUTABLE)
+        }
         ("events.k8s.io", "Event") => validate_event_update(
             &crate::events::to_core(old),
             &crate::events::to_core(new),
@@ -3323,6 +3326,20 @@ mod tests {
         let e = prepare_update(events, &old, &mut bad).unwrap_err();
         let fields: Vec<_> = e.causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["series.count", "message"]);
+    }
+
+    #[test]
+    fn controller_revision_data_is_immutable() {
+        let revisions = find("apps", "v1", "controllerrevisions").unwrap();
+        let mut old = json!({"metadata":{"name":"web-1","namespace":"default"},"revision":1,"data":{"spec":{"a":1}}});
+        prepare_create(revisions, &mut old).unwrap();
+        let mut bumped = old.clone();
+        bumped["revision"] = json!(3);
+        prepare_update(revisions, &old, &mut bumped).unwrap();
+        let mut changed = old.clone();
+        changed["data"] = json!({"spec":{"a":2}});
+        let e = prepare_update(revisions, &old, &mut changed).unwrap_err();
+        assert_eq!(e.causes[0].field, "data");
     }
 
     #[test]
