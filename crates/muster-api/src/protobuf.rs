@@ -42,7 +42,22 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
     let api_version = type_meta.api_version.unwrap_or_default();
     let kind = type_meta.kind.unwrap_or_default();
     let raw = unknown.raw.unwrap_or_default();
-    let mut object = convert::decode_kind(&api_version, &kind, &raw)?;
+    // The envelope may say how `raw` is encoded; Kubernetes clients leave it empty (protobuf).
+    let mut object = match unknown.content_type.as_deref().unwrap_or_default() {
+        "" | "application/vnd.kubernetes.protobuf" => {
+            convert::decode_kind(&api_version, &kind, &raw)?
+        }
+        "application/json" => serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::bad_request(format!("invalid JSON inside the protobuf envelope: {e}"))
+        })?,
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("unsupported content type {other:?} inside the protobuf envelope"),
+            ));
+        }
+    };
     if let Value::Object(map) = &mut object {
         // apiVersion and kind come first, as in Kubernetes' JSON.
         let mut out = serde_json::Map::new();

@@ -10,14 +10,18 @@ use super::*;
 
 /// A body as kubectl frames it: magic, then the `runtime.Unknown` envelope.
 fn frame(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+    envelope(api_version, kind, &raw, "")
+}
+
+fn envelope(api_version: &str, kind: &str, raw: &[u8], content_type: &str) -> Vec<u8> {
     let unknown = Unknown {
         type_meta: Some(TypeMeta {
             api_version: Some(api_version.into()),
             kind: Some(kind.into()),
         }),
-        raw: Some(raw),
+        raw: Some(raw.to_vec()),
         content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
+        content_type: Some(content_type.into()),
     };
     let mut body = MAGIC.to_vec();
     body.extend(unknown.encode_to_vec());
@@ -126,6 +130,17 @@ fn typed_messages_convert_field_by_field() {
                    "status":{}}),
         ),
     ];
+    // An envelope may also carry JSON, saying so in its content type.
+    let json_inside = envelope(
+        "v1",
+        "ConfigMap",
+        br#"{"metadata":{"name":"c"},"data":{"a":"b"}}"#,
+        "application/json",
+    );
+    assert_eq!(
+        decode(&json_inside).unwrap(),
+        json!({"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c"},"data":{"a":"b"}})
+    );
     for (api_version, kind, raw, want) in cases {
         let got = decode(&frame(api_version, kind, raw)).unwrap();
         assert_eq!(got, want, "{kind}");
@@ -149,6 +164,16 @@ fn bad_bodies_are_rejected() {
         (
             "garbage message",
             frame("v1", "Namespace", vec![0xff, 0xff, 0x01]),
+            400,
+        ),
+        (
+            "unknown inner content type",
+            envelope("v1", "Namespace", b"{}", "text/plain"),
+            415,
+        ),
+        (
+            "bad inner JSON",
+            envelope("v1", "Namespace", b"{", "application/json"),
             400,
         ),
     ];
