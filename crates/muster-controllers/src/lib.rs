@@ -32,6 +32,9 @@ pub struct ControllersConfig {
     /// Concurrent workers per controller (keys of one controller never sync concurrently
     /// with themselves).
     pub workers: usize,
+    /// Workers of the EndpointSlice/Endpoints controller, the one on DNS's critical path
+    /// (its syncs are mostly waiting on API writes, so more of them help at scale).
+    pub endpoints_workers: usize,
     /// Who is acting: event `reportingInstance`, lease holder identity.
     pub identity: String,
     /// With several controller processes, only the holder of this Lease acts.
@@ -42,6 +45,7 @@ impl Default for ControllersConfig {
     fn default() -> Self {
         ControllersConfig {
             workers: 4,
+            endpoints_workers: 16,
             identity: format!(
                 "muster-controllers-{}-{:08x}",
                 std::process::id(),
@@ -106,7 +110,7 @@ fn spawn_controllers(
         tasks,
         "endpoints",
         ctx.q_endpoints.clone(),
-        w,
+        config.endpoints_workers,
         driver::sync_service,
     );
     driver::spawn_workers(
