@@ -1,0 +1,554 @@
+//! The everyday kubectl commands against `muster apiserver`, asserting on what kubectl prints.
+
+mod common;
+
+use common::{DEPLOYMENT, SERVICE, configmap, pod, server};
+
+#[test]
+fn version_reports_kubernetes_1_33() {
+    let Some(s) = server(false) else { return };
+    let out = s.kubectl(&["version"]).ok();
+    assert!(
+        out.stdout.contains("Server Version: v1.33."),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn api_resources_lists_short_names_and_groups() {
+    let Some(s) = server(false) else { return };
+    let out = s.kubectl(&["api-resources"]).ok().stdout;
+    for (name, short) in [
+        ("pods", "po"),
+        ("services", "svc"),
+        ("endpoints", "ep"),
+        ("deployments", "deploy"),
+        ("replicasets", "rs"),
+        ("statefulsets", "sts"),
+        ("namespaces", "ns"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{out}"));
+        assert!(line.split_whitespace().any(|w| w == short), "{line}");
+    }
+    for gv in [
+        "apps/v1",
+        "discovery.k8s.io/v1",
+        "events.k8s.io/v1",
+        "coordination.k8s.io/v1",
+    ] {
+        assert!(out.contains(gv), "{gv} missing:\n{out}");
+    }
+}
+
+#[test]
+fn bootstrap_namespaces_and_services_exist() {
+    let Some(s) = server(false) else { return };
+    let ns = s.kubectl(&["get", "ns", "-o", "name"]).ok().stdout;
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(&format!("namespace/{n}\n")), "{ns}");
+    }
+    let svc = s.kubectl(&["get", "svc", "-A"]).ok().stdout;
+    let kubernetes = svc
+        .lines()
+        .find(|l| l.contains(" kubernetes "))
+        .expect(&svc);
+    assert!(
+        kubernetes.contains("10.96.0.1 ") && kubernetes.contains("443/TCP"),
+        "{kubernetes}"
+    );
+    let dns = svc.lines().find(|l| l.contains(" kube-dns ")).expect(&svc);
+    assert!(
+        dns.contains("10.96.0.10") && dns.contains("53/UDP,53/TCP,9153/TCP"),
+        "{dns}"
+    );
+}
+
+#[test]
+fn create_get_and_describe_a_deployment() {
+    let Some(s) = server(false) else { return };
+    let f = s.file("deploy.yaml", DEPLOYMENT);
+    let out = s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
+    assert_eq!(out.stdout, "deployment.apps/nginx created\n");
+    let get = s.kubectl(&["get", "deploy"]).ok().stdout;
+    let header: Vec<&str> = get.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert!(get.lines().nth(1).unwrap().starts_with("nginx "), "{get}");
+    let describe = s.kubectl(&["describe", "deployment", "nginx"]).ok().stdout;
+    assert!(describe.contains("Name:"), "{describe}");
+    assert!(describe.contains("nginx:1.25"), "{describe}");
+    assert!(
+        describe.contains("RollingUpdate"),
+        "defaulted strategy:\n{describe}"
+    );
+}
+
+#[test]
+fn apply_twice_says_unchanged_then_configured() {
+    let Some(s) = server(false) else { return };
+    let f = s.file("deploy.yaml", DEPLOYMENT);
+    let path = f.to_str().unwrap();
+    assert_eq!(
+        s.kubectl(&["apply", "-f", path]).ok().stdout,
+        "deployment.apps/nginx created\n"
+    );
+    assert_eq!(
+        s.kubectl(&["apply", "-f", path]).ok().stdout,
+        "deployment.apps/nginx unchanged\n"
+    );
+    s.file(
+        "deploy.yaml",
+        &DEPLOYMENT.replace("replicas: 2", "replicas: 3"),
+    );
+    assert_eq!(
+        s.kubectl(&["apply", "-f", path]).ok().stdout,
+        "deployment.apps/nginx configured\n"
+    );
+    let replicas = s
+        .kubectl(&[
+            "get",
+            "deploy",
+            "nginx",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(replicas, "3 2");
+}
+
+#[test]
+fn apply_and_delete_multi_document_files_and_directories() {
+    let Some(s) = server(false) else { return };
+    let multi = format!("{}---\n{}", configmap("a", "1"), configmap("b", "2"));
+    s.file("dir/multi.yaml", &multi);
+    s.file("dir/svc.yaml", SERVICE);
+    let dir = s.data_dir().join("files/dir");
+    let out = s
+        .kubectl(&["apply", "-f", dir.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(
+        out.contains("configmap/a created")
+            && out.contains("configmap/b created")
+            && out.contains("service/nginx created"),
+        "{out}"
+    );
+    let out = s
+        .kubectl(&["delete", "-f", dir.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(
+        out.contains("configmap \"a\" deleted") && out.contains("service \"nginx\" deleted"),
+        "{out}"
+    );
+    let left = s.kubectl(&["get", "cm", "a"]).failed();
+    assert!(left.stderr.contains("NotFound"), "{}", left.stderr);
+}
+
+#[test]
+fn replace_patch_label_annotate_and_edit() {
+    let Some(s) = server(false) else { return };
+    s.kubectl_stdin(&["create", "-f", "-"], DEPLOYMENT).ok();
+    // replace
+    let f = s.file("d.yaml", &DEPLOYMENT.replace("nginx:1.25", "nginx:1.26"));
+    assert_eq!(
+        s.kubectl(&["replace", "-f", f.to_str().unwrap()])
+            .ok()
+            .stdout,
+        "deployment.apps/nginx replaced\n"
+    );
+    // strategic merge patch merges containers by name
+    s.kubectl(&[
+        "patch",
+        "deploy",
+        "nginx",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.27"}]}}}}"#,
+    ])
+    .ok();
+    let c = s.kubectl(&["get", "deploy", "nginx", "-o", "jsonpath={.spec.template.spec.containers[*].image} {.spec.template.spec.containers[0].ports[0].containerPort}"]).ok().stdout;
+    assert_eq!(c, "nginx:1.27 80");
+    // merge and JSON patches
+    s.kubectl(&[
+        "patch",
+        "deploy",
+        "nginx",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":4}}"#,
+    ])
+    .ok();
+    s.kubectl(&[
+        "patch",
+        "deploy",
+        "nginx",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/minReadySeconds","value":5}]"#,
+    ])
+    .ok();
+    // label and annotate
+    assert_eq!(
+        s.kubectl(&["label", "deploy", "nginx", "tier=web"])
+            .ok()
+            .stdout,
+        "deployment.apps/nginx labeled\n"
+    );
+    assert_eq!(
+        s.kubectl(&["annotate", "deploy", "nginx", "note=hi"])
+            .ok()
+            .stdout,
+        "deployment.apps/nginx annotated\n"
+    );
+    // edit through an EDITOR script
+    let editor = s.file(
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/replicas: 4/replicas: 6/' \"$1\"\n",
+    );
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = s
+        .kubectl_env(
+            &["edit", "deploy", "nginx"],
+            &[("EDITOR", editor.to_str().unwrap())],
+        )
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/nginx edited\n");
+    let got = s.kubectl(&["get", "deploy", "nginx", "-o", "jsonpath={.spec.replicas} {.spec.minReadySeconds} {.metadata.labels.tier} {.metadata.annotations.note}"]).ok().stdout;
+    assert_eq!(got, "6 5 web hi");
+}
+
+#[test]
+fn output_formats() {
+    let Some(s) = server(false) else { return };
+    s.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT).ok();
+    s.kubectl_stdin(&["apply", "-f", "-"], SERVICE).ok();
+    let wide = s.kubectl(&["get", "deploy", "-o", "wide"]).ok().stdout;
+    assert!(
+        wide.lines().next().unwrap().contains("CONTAINERS   IMAGES"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains("nginx:1.25") && wide.contains("app=nginx"),
+        "{wide}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &s.kubectl(&["get", "deploy", "nginx", "-o", "json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["kind"], "Deployment");
+    assert!(
+        json["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36)
+    );
+    assert!(
+        json["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|r| r.parse::<u64>().is_ok())
+    );
+    let yaml = s
+        .kubectl(&["get", "svc", "nginx", "-o", "yaml"])
+        .ok()
+        .stdout;
+    assert!(
+        yaml.contains("kind: Service") && yaml.contains("targetPort: 80"),
+        "{yaml}"
+    );
+    assert_eq!(
+        s.kubectl(&["get", "deploy", "-o", "name"]).ok().stdout,
+        "deployment.apps/nginx\n"
+    );
+    let ip = s
+        .kubectl(&["get", "svc", "nginx", "-o", "jsonpath={.spec.clusterIP}"])
+        .ok()
+        .stdout;
+    assert!(
+        ip.starts_with("10.") && ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "{ip}"
+    );
+    let cc = s
+        .kubectl(&[
+            "get",
+            "svc",
+            "-o",
+            "custom-columns=NAME:.metadata.name,IP:.spec.clusterIP",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        cc.contains(&format!("nginx        {ip}"))
+            || cc
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["nginx", ip.as_str()]),
+        "{cc}"
+    );
+}
+
+#[test]
+fn label_and_field_selectors_and_all_namespaces() {
+    let Some(s) = server(false) else { return };
+    s.kubectl(&["create", "namespace", "other"]).ok();
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod("web-1", "app: web"))
+        .ok();
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod("db-1", "app: db"))
+        .ok();
+    s.kubectl_stdin(
+        &["apply", "-n", "other", "-f", "-"],
+        &pod("web-2", "app: web"),
+    )
+    .ok();
+    let names = |args: &[&str]| -> Vec<String> {
+        s.kubectl(args)
+            .ok()
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        names(&["get", "pods", "-l", "app=web", "-o", "name"]),
+        ["pod/web-1"]
+    );
+    assert_eq!(
+        names(&["get", "pods", "-l", "app in (web,db)", "-o", "name"]),
+        ["pod/db-1", "pod/web-1"]
+    );
+    assert_eq!(
+        names(&["get", "pods", "-l", "app!=web", "-o", "name"]),
+        ["pod/db-1"]
+    );
+    assert_eq!(
+        names(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "metadata.name=db-1",
+            "-o",
+            "name"
+        ]),
+        ["pod/db-1"]
+    );
+    let all = s
+        .kubectl(&["get", "pods", "-A", "-l", "app=web"])
+        .ok()
+        .stdout;
+    let rows: Vec<Vec<&str>> = all
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [vec!["default", "web-1"], vec!["other", "web-2"]],
+        "{all}"
+    );
+    let bad = s
+        .kubectl(&["get", "pods", "--field-selector", "spec.nosuch=x"])
+        .failed();
+    assert!(
+        bad.stderr.contains("field label not supported"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn get_all_lists_each_type_in_the_all_category() {
+    let Some(s) = server(false) else { return };
+    let empty = s.kubectl(&["get", "all", "-n", "kube-public"]).ok();
+    assert!(
+        empty
+            .stderr
+            .contains("No resources found in kube-public namespace."),
+        "{}",
+        empty.stderr
+    );
+    s.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT).ok();
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod("p1", "app: x"))
+        .ok();
+    let out = s.kubectl(&["get", "all"]).ok().stdout;
+    for want in ["pod/p1", "service/kubernetes", "deployment.apps/nginx"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+}
+
+#[test]
+fn get_watch_streams_new_objects() {
+    use std::io::{BufRead, BufReader};
+    let Some(s) = server(false) else { return };
+    s.kubectl_stdin(&["apply", "-f", "-"], &configmap("first", "1"))
+        .ok();
+    let mut child = s.kubectl_spawn(&["get", "configmaps", "-w"]);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a watch line")
+    };
+    assert!(next().starts_with("NAME"));
+    let mut seen = vec![next()];
+    s.kubectl_stdin(&["apply", "-f", "-"], &configmap("second", "2"))
+        .ok();
+    while !seen.iter().any(|l| l.starts_with("second ")) {
+        seen.push(next());
+    }
+    assert!(seen.iter().any(|l| l.starts_with("first ")), "{seen:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn server_side_apply_creates_then_updates() {
+    let Some(s) = server(false) else { return };
+    let f = s.file("d.yaml", DEPLOYMENT);
+    let out = s
+        .kubectl(&["apply", "--server-side", "-f", f.to_str().unwrap()])
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/nginx serverside-applied\n");
+    s.file("d.yaml", &DEPLOYMENT.replace("replicas: 2", "replicas: 5"));
+    s.kubectl(&["apply", "--server-side", "-f", f.to_str().unwrap()])
+        .ok();
+    let got = s
+        .kubectl(&[
+            "get",
+            "deploy",
+            "nginx",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.managedFields[0].manager}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(got, "5 kubectl");
+}
+
+#[test]
+fn diff_shows_changes_and_exits_1() {
+    let Some(s) = server(false) else { return };
+    let f = s.file("d.yaml", DEPLOYMENT);
+    s.kubectl(&["apply", "-f", f.to_str().unwrap()]).ok();
+    let same = s.kubectl(&["diff", "-f", f.to_str().unwrap()]);
+    assert_eq!(same.code, 0, "{same:?}");
+    s.file("d.yaml", &DEPLOYMENT.replace("nginx:1.25", "nginx:1.26"));
+    let diff = s.kubectl(&["diff", "-f", f.to_str().unwrap()]);
+    assert_eq!(diff.code, 1, "{diff:?}");
+    assert!(
+        diff.stdout.contains("-        image: nginx:1.25")
+            && diff.stdout.contains("+        image: nginx:1.26"),
+        "{}",
+        diff.stdout
+    );
+    // diff is a dry run: nothing changed.
+    let image = s
+        .kubectl(&[
+            "get",
+            "deploy",
+            "nginx",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(image, "nginx:1.25");
+}
+
+#[test]
+fn server_dry_run_stores_nothing() {
+    let Some(s) = server(false) else { return };
+    let out = s
+        .kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &configmap("dry", "1"),
+        )
+        .ok();
+    assert_eq!(out.stdout, "configmap/dry created (server dry run)\n");
+    s.kubectl(&["get", "cm", "dry"]).failed();
+    s.kubectl_stdin(&["apply", "-f", "-"], &configmap("real", "1"))
+        .ok();
+    s.kubectl(&["delete", "cm", "real", "--dry-run=server"])
+        .ok();
+    s.kubectl(&["get", "cm", "real"]).ok();
+}
+
+#[test]
+fn scale_changes_replicas_through_the_scale_subresource() {
+    let Some(s) = server(false) else { return };
+    s.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT).ok();
+    assert_eq!(
+        s.kubectl(&["scale", "deploy", "nginx", "--replicas=4"])
+            .ok()
+            .stdout,
+        "deployment.apps/nginx scaled\n"
+    );
+    s.kubectl(&[
+        "scale",
+        "deploy",
+        "nginx",
+        "--current-replicas=4",
+        "--replicas=1",
+    ])
+    .ok();
+    let stale = s
+        .kubectl(&[
+            "scale",
+            "deploy",
+            "nginx",
+            "--current-replicas=4",
+            "--replicas=2",
+        ])
+        .failed();
+    assert!(stale.stderr.contains("4"), "{}", stale.stderr);
+    let scale = s
+        .kubectl(&[
+            "get",
+            "--raw",
+            "/apis/apps/v1/namespaces/default/deployments/nginx/scale",
+        ])
+        .ok()
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(v["spec"]["replicas"], 1);
+    assert_eq!(v["status"]["selector"], "app=nginx");
+}
+
+#[test]
+fn deleting_a_namespace_terminates_it_and_blocks_new_content() {
+    let Some(s) = server(false) else { return };
+    s.kubectl(&["create", "namespace", "doomed"]).ok();
+    s.kubectl(&["delete", "namespace", "doomed", "--wait=false"])
+        .ok();
+    let phase = s
+        .kubectl(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"])
+        .ok()
+        .stdout;
+    assert_eq!(phase, "Terminating");
+    let out = s
+        .kubectl_stdin(
+            &["create", "-n", "doomed", "-f", "-"],
+            &configmap("late", "1"),
+        )
+        .failed();
+    assert!(
+        out.stderr.contains("Forbidden") && out.stderr.contains("because it is being terminated"),
+        "{}",
+        out.stderr
+    );
+    let default = s.kubectl(&["delete", "namespace", "default"]).failed();
+    assert!(
+        default.stderr.contains("this namespace may not be deleted"),
+        "{}",
+        default.stderr
+    );
+}
