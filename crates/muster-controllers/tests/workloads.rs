@@ -430,3 +430,50 @@ async fn orphan_and_foreground_deletion() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the muster binary (cargo build -p muster)"]
+async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
+    use muster_controllers::{ControllersConfig, leader::LeaderElection};
+    let c = Cluster::start_api_only().await;
+    let le = LeaderElection {
+        lease_duration: Duration::from_secs(3),
+        renew_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let config = |id: &str| ControllersConfig {
+        identity: id.into(),
+        leader_election: Some(le.clone()),
+        ..Default::default()
+    };
+    let (tx_a, mut rx_a) = tokio::sync::watch::channel(false);
+    let a = tokio::spawn(muster_controllers::run(c.client.clone(), config("a"), tx_a));
+    tokio::time::timeout(Duration::from_secs(20), rx_a.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    let (tx_b, mut rx_b) = tokio::sync::watch::channel(false);
+    let b = tokio::spawn(muster_controllers::run(c.client.clone(), config("b"), tx_b));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !*rx_b.borrow(),
+        "the standby must not act while the leader renews"
+    );
+    a.abort();
+    let t = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), rx_b.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "took over before the lease expired"
+    );
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.client.clone(), "kube-system");
+    let lease = leases.get("muster-controllers").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+    b.abort();
+}
