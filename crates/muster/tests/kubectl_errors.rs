@@ -139,7 +139,17 @@ fn raw_http_errors_are_statuses() {
     let Some(s) = server(true) else { return };
     let path = "/api/v1/namespaces/default/configmaps";
     let before = revision(&s);
-    let cases: &[(&str, &str, Option<&str>, Option<&[u8]>, bool, u16, &str)] = &[
+    // (method, path, content type, body, with token, status code, text in the Status)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a [u8]>,
+        bool,
+        u16,
+        &'a str,
+    );
+    let cases: &[Case] = &[
         ("GET", path, None, None, false, 401, "Unauthorized"),
         ("POST", path, Some("text/plain"), Some(b"hello"), true, 415, "UnsupportedMediaType"),
         ("POST", path, Some("application/json"), Some(b"{not json"), true, 400, "BadRequest"),
