@@ -233,15 +233,24 @@ impl RedbStore {
         }
         .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
         let started = Instant::now();
-        let (objects, revision) = load(&db)?;
+        let store = RedbStore::start(db, options, runtime)?;
         tracing::info!(
             path = %path.display(),
-            objects = objects.len(),
-            revision,
+            objects = store.len(),
+            revision = store.revision(),
             load_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
+        Ok(store)
+    }
 
+    /// Loads `db` into memory and starts the writer thread and the progress ticker.
+    fn start(
+        db: Database,
+        options: StoreOptions,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Arc<RedbStore>> {
+        let (objects, revision) = load(&db)?;
         let shared = Arc::new(Shared {
             kv: RwLock::new(Kv { objects, revision }),
             hub: Mutex::new(Hub {
@@ -986,6 +995,85 @@ mod tests {
                 Err(StoreError::Corrupt(_))
             ));
         }
+    }
+
+    /// An in-memory redb backend whose writes and syncs fail while `failing` is set.
+    #[derive(Debug)]
+    struct FlakyBackend {
+        inner: redb::backends::InMemoryBackend,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FlakyBackend {
+        fn check(&self) -> std::io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected disk failure"));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FlakyBackend {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_never_visible_and_stops_further_writes() {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backend = FlakyBackend {
+            inner: redb::backends::InMemoryBackend::new(),
+            failing: failing.clone(),
+        };
+        let db = Database::builder().create_with_backend(backend).unwrap();
+        let store = RedbStore::start(
+            db,
+            StoreOptions::default(),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        let pod = |name: &str| json!({"metadata": {"name": name}});
+        store.create("/ok", pod("ok")).await.unwrap();
+        let (_, mut watch) = store.list_and_watch("/").await.unwrap();
+        let revision = store.revision();
+
+        failing.store(true, Ordering::SeqCst);
+        match store.create("/lost", pod("lost")).await {
+            Err(StoreError::Io(message)) => assert!(message.contains("injected"), "{message}"),
+            other => panic!("expected Io, got {other:?}"),
+        }
+        failing.store(false, Ordering::SeqCst);
+        // The store does not trust redb after a failed commit: later writes are refused.
+        assert!(matches!(
+            store.update("/ok", pod("ok2"), None).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // Nothing of the failed write is visible anywhere.
+        assert_eq!(store.get("/lost").await.unwrap(), None);
+        assert_eq!(store.revision(), revision);
+        assert_eq!(store.list("/", None, None).await.unwrap().items.len(), 1);
+        assert!(
+            watch.rx.try_recv().is_err(),
+            "no event for the failed write"
+        );
+        // Reads keep working.
+        assert!(store.get("/ok").await.unwrap().is_some());
     }
 
     #[test]
