@@ -552,3 +552,114 @@ fn deleting_a_namespace_terminates_it_and_blocks_new_content() {
         default.stderr
     );
 }
+
+#[test]
+fn a_pod_on_a_node_stays_terminating_until_the_final_delete() {
+    let Some(s) = server(false) else { return };
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod("unbound", "app: x"))
+        .ok();
+    s.kubectl(&["delete", "pod", "unbound", "--wait=false"])
+        .ok();
+    s.kubectl(&["get", "pod", "unbound"]).failed();
+
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod("bound", "app: x"))
+        .ok();
+    let binding = s.file(
+        "binding.json",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"bound"},"target":{"kind":"Node","name":"node-1"}}"#,
+    );
+    s.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/bound/binding",
+        "-f",
+        binding.to_str().unwrap(),
+    ])
+    .ok();
+    let node = s
+        .kubectl(&["get", "pod", "bound", "-o", "jsonpath={.spec.nodeName}"])
+        .ok()
+        .stdout;
+    assert_eq!(node, "node-1");
+    // Without an agent, logs and exec say which node has none.
+    let logs = s.kubectl(&["logs", "bound"]).failed();
+    assert!(
+        logs.stderr.contains("no node agent serves node \"node-1\""),
+        "{}",
+        logs.stderr
+    );
+    s.kubectl(&["delete", "pod", "bound", "--wait=false"]).ok();
+    let held = s
+        .kubectl(&[
+            "get",
+            "pod",
+            "bound",
+            "-o",
+            "jsonpath={.metadata.deletionGracePeriodSeconds}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(held, "30");
+    s.kubectl(&["delete", "pod", "bound", "--grace-period=0", "--force"])
+        .ok();
+    s.kubectl(&["get", "pod", "bound"]).failed();
+}
+
+#[test]
+fn paginated_lists_return_every_object_once() {
+    let Some(s) = server(false) else { return };
+    let many: Vec<String> = (0..7).map(|i| configmap(&format!("cm-{i}"), "v")).collect();
+    s.kubectl_stdin(&["apply", "-f", "-"], &many.join("---\n"))
+        .ok();
+    let paged = s
+        .kubectl(&["get", "cm", "--chunk-size=2", "-o", "name"])
+        .ok()
+        .stdout;
+    let names: Vec<&str> = paged.lines().collect();
+    let want: Vec<String> = (0..7).map(|i| format!("configmap/cm-{i}")).collect();
+    assert_eq!(names, want);
+}
+
+#[test]
+fn events_are_served_in_both_groups() {
+    let Some(s) = server(false) else { return };
+    let event = r#"apiVersion: v1
+kind: Event
+metadata:
+  name: ev1
+involvedObject:
+  kind: Pod
+  name: web
+  namespace: default
+reason: Testing
+message: hello from core
+type: Normal
+source:
+  component: test
+firstTimestamp: "2026-01-01T00:00:00Z"
+lastTimestamp: "2026-01-01T00:00:00Z"
+count: 1
+"#;
+    s.kubectl_stdin(&["create", "-f", "-"], event).ok();
+    let v1: serde_json::Value = serde_json::from_str(
+        &s.kubectl(&["get", "events.v1.events.k8s.io", "ev1", "-o", "json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v1["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(v1["note"], "hello from core");
+    assert_eq!(v1["regarding"]["name"], "web");
+    let by_field = s
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web,involvedObject.kind=Pod",
+            "-o",
+            "name",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(by_field, "event/ev1\n");
+}
