@@ -86,6 +86,10 @@ pub struct UpArgs {
     /// Cluster IP of the DNS service (`kube-dns`).
     #[arg(long, default_value = "10.96.0.10")]
     pub dns_service_ip: std::net::IpAddr,
+    /// Address of the DNS's `/health`, `/ready`, `/metrics` and `/explain` endpoints
+    /// (default: a free loopback port, logged at start).
+    #[arg(long)]
+    pub dns_metrics_listen: Option<SocketAddr>,
     /// Node name of the embedded agent (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -140,8 +144,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => crate::up::run(args).await,
         Command::Apiserver(args) => crate::apiserver_cmd::run(args).await,
-        Command::Controllers(_) | Command::Dns(_) | Command::Agent(_) => {
-            anyhow::bail!("not wired yet")
-        }
+        Command::Controllers(args) => crate::components::run_controllers(args).await,
+        Command::Dns(args) => crate::components::run_dns(args).await,
+        Command::Agent(args) => crate::components::run_agent(args).await,
     }
 }
