@@ -70,6 +70,20 @@ fn convert(obj: &Value, api_version: &str, to_core: bool) -> Value {
             out.insert((*to).into(), v.clone());
         }
     }
+    // Fields neither form knows pass through under their own name, so strict field validation
+    // of the converted body still reports them; one that is a field name of the other form
+    // (`message` sent to events.k8s.io) cannot pass without changing meaning and is dropped.
+    let known = |k: &str| {
+        k == "kind"
+            || k == "apiVersion"
+            || SHARED.contains(&k)
+            || RENAMED.iter().any(|(n, c)| *n == k || *c == k)
+    };
+    for (k, v) in src {
+        if !known(k) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
     Value::Object(out)
 }
 
@@ -144,6 +158,18 @@ mod tests {
             "null eventTime is dropped"
         );
         assert!(converted.get("message").is_none() && converted.get("count").is_none());
+    }
+
+    #[test]
+    fn unknown_fields_survive_conversion_for_strict_validation() {
+        let mut ev = new_event();
+        ev["bogus"] = json!(1);
+        ev["message"] = json!("core name, unknown here");
+        let core = to_core(&ev);
+        assert_eq!(core["bogus"], 1);
+        assert_eq!(core["message"], ev["note"], "note is not overridden");
+        let rt = crate::registry::find("", "v1", "events").unwrap();
+        assert_eq!(crate::strategy::unknown_fields(rt, &core), vec!["bogus"]);
     }
 
     #[test]
