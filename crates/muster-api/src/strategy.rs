@@ -708,6 +708,15 @@ fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
         ("", "Pod") => default_pod(obj),
         ("", "Service") => default_service(obj_mut(obj, "spec")),
         ("", "Namespace") => {
+            // Every namespace carries its own name as a label (selectable by namespaceSelector).
+            let name = name_of(obj).to_string();
+            if !name.is_empty() {
+                let meta = meta_mut(obj);
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                if let Some(labels) = labels.as_object_mut() {
+                    labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+            }
             let spec = obj_mut(obj, "spec");
             default_if_missing(spec, "finalizers", json!(["kubernetes"]));
             let status = obj_mut(obj, "status");
@@ -3118,7 +3127,11 @@ mod tests {
             ),
             (&ns, "/spec/finalizers", json!(["kubernetes"])),
             (&ns, "/status/phase", json!("Active")),
-            (&ns, "/metadata", json!({"name":"team-a"})),
+            (
+                &ns,
+                "/metadata",
+                json!({"name":"team-a","labels":{"kubernetes.io/metadata.name":"team-a"}}),
+            ),
             (&secret, "/type", json!("Opaque")),
             (
                 &secret,
