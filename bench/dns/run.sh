@@ -99,8 +99,8 @@ descendants() {
     for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
 }
 wait_port() {
-    for _ in $(seq 1 200); do
-        if kdig @127.0.0.1 -p "$1" +time=1 +tries=1 hs1.default.svc.cluster.local A >/dev/null 2>&1; then return 0; fi
+    for _ in $(seq 1 1200); do
+        if kdig @127.0.0.1 -p "$1" +timeout=1 +retry=0 hs1.default.svc.cluster.local A >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
     echo "server on port $1 did not answer" >&2; return 1

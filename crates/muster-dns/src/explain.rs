@@ -190,9 +190,9 @@ fn reason(zone: &Zone, qname: &[u8], result: &mut Value) -> String {
                 "ports": s.ports.iter().map(|p| json!({"name": &*p.name, "port": p.port, "protocol": String::from_utf8_lossy(p.proto.label()).to_uppercase()})).collect::<Vec<_>>(),
                 "endpoints": s.endpoints.iter().map(|e| json!({
                     "ip": e.ip.to_string(),
-                    "hostname": e.hostname.as_deref(),
+                    "hostname": e.hostname(),
                     "ready": e.ready, "serving": e.serving, "terminating": e.terminating,
-                    "pod": e.unready_pod.as_deref(),
+                    "pod": e.unready_pod(),
                     "answered": e.is_ready(),
                     "why": if e.is_ready() {
                         if e.ready.is_none() { "conditions.ready is unset, which counts as ready" } else { "conditions.ready is true" }

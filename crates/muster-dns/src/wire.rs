@@ -282,16 +282,48 @@ impl<'a> Writer<'a> {
         let rdlen = (self.len - rdlen_at - 2) as u16;
         self.buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     }
-    /// A whole A/AAAA record with the owner as a pointer.
+    /// One A (L = 4) or AAAA (L = 16) record per address, all with the same owner pointer.
+    /// Checks the room once for the whole set, then fills fixed-size chunks.
+    #[inline]
+    pub fn address_set<const L: usize>(
+        &mut self,
+        owner: usize,
+        ttl: u32,
+        ips: &[[u8; L]],
+    ) -> Result<u16, Full> {
+        let rr_len = 12 + L;
+        let end = self.len + rr_len * ips.len();
+        if end > self.limit {
+            return Err(Full);
+        }
+        let mut head = [0u8; 12];
+        let rrtype = if L == 4 { rtype::A } else { rtype::AAAA };
+        head[..2].copy_from_slice(&(0xc000 | owner as u16).to_be_bytes());
+        head[2..4].copy_from_slice(&rrtype.to_be_bytes());
+        head[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+        head[6..10].copy_from_slice(&ttl.to_be_bytes());
+        head[10..12].copy_from_slice(&(L as u16).to_be_bytes());
+        for (chunk, ip) in self.buf[self.len..end].chunks_exact_mut(rr_len).zip(ips) {
+            chunk[..12].copy_from_slice(&head);
+            chunk[12..].copy_from_slice(ip);
+        }
+        self.len = end;
+        Ok(ips.len() as u16)
+    }
+
+    /// A whole A/AAAA record with the owner as a pointer, written with one copy.
     #[inline]
     pub fn address_record(&mut self, owner: usize, ttl: u32, ip: &[u8]) -> Result<(), Full> {
+        let mut rr = [0u8; 28];
         let rrtype = if ip.len() == 4 { rtype::A } else { rtype::AAAA };
-        self.pointer(owner)?;
-        self.u16(rrtype)?;
-        self.u16(CLASS_IN)?;
-        self.u32(ttl)?;
-        self.u16(ip.len() as u16)?;
-        self.bytes(ip)
+        rr[..2].copy_from_slice(&(0xc000 | owner as u16).to_be_bytes());
+        rr[2..4].copy_from_slice(&rrtype.to_be_bytes());
+        rr[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+        rr[6..10].copy_from_slice(&ttl.to_be_bytes());
+        rr[10..12].copy_from_slice(&(ip.len() as u16).to_be_bytes());
+        let n = 12 + ip.len().min(16);
+        rr[12..n].copy_from_slice(&ip[..n - 12]);
+        self.bytes(&rr[..n])
     }
 }
 
