@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::util::{self, Timestamp};
@@ -189,7 +189,7 @@ fn new_replicaset(d: &Deployment, hash: &str, revision: i64, surge: i32, size: i
         spec: Some(ReplicaSetSpec {
             replicas: Some(size),
             min_ready_seconds: d.spec.as_ref().and_then(|s| s.min_ready_seconds),
-            selector: LabelSelector { ..selector },
+            selector,
             template: Some(t),
         }),
         status: None,

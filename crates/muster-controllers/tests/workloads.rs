@@ -72,7 +72,10 @@ async fn live_pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Pod> {
 /// `kubectl rollout status`, with the objects' state in the failure message.
 fn rollout_status(c: &Cluster, what: &str) {
     let (ok, out, err) = c.kubectl_result(&["rollout", "status", what, "--timeout=60s"]);
-    if !ok || !(out.contains("successfully rolled out") || out.contains("rolling update complete"))
+    if !ok
+        || !(out.contains("successfully rolled out")
+            || out.contains("roll out complete")
+            || out.contains("rolling update complete"))
     {
         let state = c
             .kubectl_result(&["get", "rs,statefulsets,pods,deployments", "-o", "yaml"])

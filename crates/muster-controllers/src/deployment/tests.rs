@@ -4,6 +4,7 @@ use k8s_openapi::api::apps::v1::{
     DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 fn deployment(
     replicas: i32,

@@ -202,8 +202,7 @@ where
 /// Plays a node that starts every pod at once: pods without an IP get one, phase Running
 /// and Ready=True. Returns the task; abort it to stop.
 pub fn fake_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let ns = ns.to_string();
+    let api: Api<Pod> = Api::namespaced(client, ns);
     tokio::spawn(async move {
         let mut next = 1usize;
         loop {
@@ -237,7 +236,6 @@ pub fn fake_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
                         .await;
                 }
             }
-            let _ = &ns;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
