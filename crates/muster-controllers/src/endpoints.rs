@@ -58,14 +58,14 @@ pub enum EndpointsAction {
     Delete { name: String },
 }
 
-/// Services without a selector get no managed endpoints: users write their own.
+/// Services without a selector get no managed endpoints: users write their own. Nor do
+/// ExternalName services, which are a DNS alias and never have endpoints.
 fn selector(service: &Service) -> Option<&Labels> {
-    service
-        .spec
-        .as_ref()?
-        .selector
-        .as_ref()
-        .filter(|s| !s.is_empty())
+    let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    spec.selector.as_ref().filter(|s| !s.is_empty())
 }
 
 fn is_headless(service: &Service) -> bool {

@@ -305,6 +305,14 @@ fn services_without_selector_are_left_alone() {
     );
     let (sa, ea) = w.sync();
     assert!(sa.is_empty() && ea.is_none());
+    let mut external = svc("alias", &[("app", "web")], &[(None, 80, Tgt::Num(80))]);
+    external.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
+    let mut w = World::new(external, vec![pod("a", "10.0.0.1").ready(true).build()]);
+    let (sa, ea) = w.sync();
+    assert!(
+        sa.is_empty() && ea.is_none(),
+        "ExternalName services have no endpoints"
+    );
 }
 
 #[test]
