@@ -79,7 +79,7 @@ impl State {
             readiness,
             alloc: Allocator { cidr },
             metrics: Metrics::new(),
-            openapi: OpenApi::new(),
+            openapi: OpenApi::default(),
             node_proxy: RwLock::new(None),
             discovery_core: serde_json::to_vec(&discovery::aggregated(true))
                 .unwrap_or_default()

@@ -445,8 +445,8 @@ fn diff_shows_changes_and_exits_1() {
     let diff = s.kubectl(&["diff", "-f", f.to_str().unwrap()]);
     assert_eq!(diff.code, 1, "{diff:?}");
     assert!(
-        diff.stdout.contains("-        image: nginx:1.25")
-            && diff.stdout.contains("+        image: nginx:1.26"),
+        diff.stdout.contains("-      - image: nginx:1.25")
+            && diff.stdout.contains("+      - image: nginx:1.26"),
         "{}",
         diff.stdout
     );
@@ -662,4 +662,28 @@ count: 1
         .ok()
         .stdout;
     assert_eq!(by_field, "event/ev1\n");
+}
+
+#[test]
+fn explain_describes_fields_from_the_openapi_schemas() {
+    let Some(s) = server(false) else { return };
+    let out = s
+        .kubectl(&["explain", "deployment.spec.replicas"])
+        .ok()
+        .stdout;
+    assert!(
+        out.contains("GROUP:      apps") && out.contains("FIELD: replicas <integer>"),
+        "{out}"
+    );
+    let out = s.kubectl(&["explain", "pod.spec.containers"]).ok().stdout;
+    assert!(
+        out.contains("FIELD: containers <[]Container>") && out.contains("image\t<string>"),
+        "{out}"
+    );
+    let out = s.kubectl(&["explain", "svc.spec.nosuch"]).failed();
+    assert!(
+        out.stderr.contains("field \"nosuch\" does not exist"),
+        "{}",
+        out.stderr
+    );
 }
