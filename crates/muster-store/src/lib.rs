@@ -26,6 +26,10 @@ use std::sync::Arc;
 mod backend;
 pub mod redb_store;
 pub use redb_store::{RedbStore, StoreOptions, StoreStats};
+#[cfg(feature = "etcd")]
+pub mod etcd_store;
+#[cfg(feature = "etcd")]
+pub use etcd_store::{EtcdOptions, EtcdStore, EtcdTls};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
