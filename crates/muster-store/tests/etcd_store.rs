@@ -63,6 +63,12 @@ impl Etcd {
     /// Starts `size` members and waits until each is healthy. `None` (with the reason printed)
     /// only when etcd is not installed and cannot be.
     fn start(size: usize) -> Option<Etcd> {
+        Etcd::start_with(size, None)
+    }
+
+    /// Like [`Etcd::start`]; with `tls`, clients must connect over HTTPS with a certificate
+    /// signed by the CA in it.
+    fn start_with(size: usize, tls: Option<&TlsFiles>) -> Option<Etcd> {
         let Some(binary) = etcd_binary() else {
             eprintln!("SKIP: /usr/bin/etcd is missing and could not be installed (etcd-server)");
             return None;
@@ -78,7 +84,8 @@ impl Etcd {
         let mut members = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
             let name = format!("m{i}");
-            let client_url = format!("http://127.0.0.1:{client}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let data = dir.path().join(&name);
             let args: Vec<String> = [
@@ -107,6 +114,18 @@ impl Etcd {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            let mut args = args;
+            if let Some(tls) = tls {
+                for (flag, path) in [
+                    ("--cert-file", &tls.server_cert),
+                    ("--key-file", &tls.server_key),
+                    ("--trusted-ca-file", &tls.ca),
+                ] {
+                    args.push(flag.into());
+                    args.push(path.to_str().unwrap().into());
+                }
+                args.push("--client-cert-auth".into());
+            }
             let mut member = Member {
                 log: dir.path().join(format!("{name}.log")),
                 name,
@@ -130,10 +149,16 @@ impl Etcd {
 
     fn wait_healthy(&self, index: usize) {
         let member = &self.members[index];
-        let address = member.client_url.trim_start_matches("http://").to_string();
+        let tls = member.client_url.starts_with("https://");
+        let address = member
+            .client_url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if health(&address) {
+            // Over TLS a listening port is enough; the test's connect retries until ready.
+            if (tls && TcpStream::connect(&address).is_ok()) || (!tls && health(&address)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -216,6 +241,62 @@ fn health(address: &str) -> bool {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.contains(r#""health":"true""#)
+}
+
+/// PEM files of a throwaway CA, an etcd serving certificate for 127.0.0.1 and a client
+/// certificate, all made with rcgen.
+struct TlsFiles {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    /// A CA that signed nothing here, to check that etcd's certificate is verified.
+    other_ca: PathBuf,
+}
+
+fn make_tls_files(dir: &Path) -> TlsFiles {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.clone().self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(params, key))
+    };
+    let (ca_pem, issuer) = ca("muster-test-etcd-ca");
+    let (other_ca_pem, _) = ca("unrelated-ca");
+    let leaf = |usage: ExtendedKeyUsagePurpose, name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key) = leaf(ExtendedKeyUsagePurpose::ServerAuth, "localhost");
+    let (client_pem, client_key) = leaf(ExtendedKeyUsagePurpose::ClientAuth, "muster");
+    let write = |name: &str, contents: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    };
+    TlsFiles {
+        ca: write("ca.crt", &ca_pem),
+        server_cert: write("server.crt", &server_pem),
+        server_key: write("server.key", &server_key),
+        client_cert: write("client.crt", &client_pem),
+        client_key: write("client.key", &client_key),
+        other_ca: write("other-ca.crt", &other_ca_pem),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1016,4 +1097,61 @@ async fn connect_reports_unreachable_etcd_and_bad_arguments() {
         };
         assert_eq!(got, want, "{endpoints:?}");
     }
+}
+
+/// etcd with `--client-cert-auth`: the store connects with a client certificate and a CA that
+/// verifies etcd; without the certificate, or trusting another CA, it gets no answer.
+#[tokio::test]
+async fn tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = make_tls_files(dir.path());
+    let Some(etcd) = Etcd::start_with(1, Some(&files)) else {
+        return;
+    };
+    let tls = |ca: &PathBuf, with_cert: bool| EtcdOptions {
+        tls: Some(muster_store::EtcdTls {
+            ca_file: ca.clone(),
+            cert_file: with_cert.then(|| files.client_cert.clone()),
+            key_file: with_cert.then(|| files.client_key.clone()),
+        }),
+        ..options()
+    };
+    // etcd may still be electing itself: retry the good connection for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let store = loop {
+        match EtcdStore::connect(&etcd.endpoints(), tls(&files.ca, true)).await {
+            Ok(store) => break store,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("TLS connect: {error}"),
+        }
+    };
+    let created = store.create("/tls/a", pod("a")).await.unwrap();
+    assert_eq!(store.get("/tls/a").await.unwrap(), Some(created));
+    let cases = [
+        ("no client certificate", tls(&files.ca, false)),
+        (
+            "etcd's certificate from an unknown CA",
+            tls(&files.other_ca, true),
+        ),
+    ];
+    for (case, options) in cases {
+        match EtcdStore::connect(&etcd.endpoints(), options).await {
+            Err(StoreError::Unavailable(_)) => {}
+            Err(other) => panic!("{case}: expected Unavailable, got {other}"),
+            Ok(_) => panic!("{case}: connected"),
+        }
+    }
+    // Plain HTTP to a TLS-only etcd gets no answer either.
+    let plain: Vec<String> = etcd
+        .endpoints()
+        .iter()
+        .map(|url| url.replace("https://", "http://"))
+        .collect();
+    assert!(matches!(
+        EtcdStore::connect(&plain, options()).await,
+        Err(StoreError::Unavailable(_))
+    ));
 }
