@@ -314,10 +314,12 @@ fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
+    // No Content-Type is read as JSON, as Kubernetes does (`kubectl replace --raw` sends none).
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .filter(|ct| !ct.trim().is_empty())
+        .unwrap_or("application/json");
     compat::decode_body(ct, bytes)
 }
 

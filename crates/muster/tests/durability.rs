@@ -111,3 +111,20 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
         );
     }
 }
+
+#[test]
+fn sigterm_stops_promptly_with_open_watches() {
+    let Some(mut s) = server(false) else { return };
+    let mut watch = s.kubectl_spawn(&["get", "pods", "-A", "-w"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = s.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

@@ -545,6 +545,25 @@ fn deleting_a_namespace_terminates_it_and_blocks_new_content() {
         "{}",
         out.stderr
     );
+    // The namespace controller's last step: finalize with no finalizers removes it.
+    let finalize = s.file(
+        "finalize.json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"doomed"},"spec":{"finalizers":[]}}"#,
+    );
+    s.kubectl(&[
+        "replace",
+        "--raw",
+        "/api/v1/namespaces/doomed/finalize",
+        "-f",
+        finalize.to_str().unwrap(),
+    ])
+    .ok();
+    let gone = s.kubectl(&["get", "ns", "doomed"]).failed();
+    assert!(
+        gone.stderr.contains("namespaces \"doomed\" not found"),
+        "{}",
+        gone.stderr
+    );
     let default = s.kubectl(&["delete", "namespace", "default"]).failed();
     assert!(
         default.stderr.contains("this namespace may not be deleted"),
