@@ -162,18 +162,32 @@ impl EtcdStore {
         full
     }
 
-    fn observe(&self, header_revision: Option<i64>) -> Revision {
-        let revision = header_revision.unwrap_or(0).max(0) as Revision;
-        self.revision
-            .fetch_max(revision, Ordering::AcqRel)
-            .max(revision)
+    /// Records the revision of an etcd response for [`Store::revision`] and returns it.
+    fn observe(&self, header: Option<&etcd_client::ResponseHeader>) -> Revision {
+        let revision = revision_of(header.map_or(0, |h| h.revision()));
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+        revision
     }
 
     /// Runs one etcd request under the request timeout. A request that failed before it
     /// reached any member (connection refused, for example to a member that just died) is
     /// retried until the timeout: it cannot have taken effect, so retrying it is safe even for
     /// a write, and the balancer moves it to a live member. Any other failure is final.
-    async fn call<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T>
+    async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.call_raw(what, request)
+            .await
+            .map_err(|failure| match failure {
+                Failure::TimedOut => timed_out(what, self.options.request_timeout),
+                Failure::Etcd(e) => etcd_error(what, e),
+            })
+    }
+
+    /// [`Self::call`] for callers that need to look at etcd's error themselves.
+    async fn call_raw<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T, Failure>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -181,7 +195,7 @@ impl EtcdStore {
         let deadline = tokio::time::Instant::now() + self.options.request_timeout;
         loop {
             match tokio::time::timeout_at(deadline, request(self.client.clone())).await {
-                Err(_) => return Err(timed_out(what, self.options.request_timeout)),
+                Err(_) => return Err(Failure::TimedOut),
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(e))
                     if never_sent(&e) && tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
@@ -189,7 +203,7 @@ impl EtcdStore {
                     tracing::debug!(error = %e, "etcd {what}: not sent; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Ok(Err(e)) => return Err(etcd_error(what, e)),
+                Ok(Err(e)) => return Err(Failure::Etcd(e)),
             }
         }
     }
@@ -207,7 +221,7 @@ impl EtcdStore {
                 }
             })
             .await?;
-        Ok(self.observe(response.header().map(|h| h.revision())))
+        Ok(self.observe(response.header()))
     }
 
     /// Turns a key/value from etcd into an [`Object`] stamped with `mod_revision`.
@@ -237,11 +251,17 @@ impl EtcdStore {
         })
     }
 
+    /// The etcd range `[start, end)` holding every key under `prefix`.
+    fn prefix_range(&self, prefix: &str) -> (Vec<u8>, Vec<u8>) {
+        let start = self.etcd_key(prefix);
+        let end = prefix_end(&start);
+        (start, end)
+    }
+
     /// The etcd range `[start, end)` holding the keys under `prefix` strictly after
     /// `start_after`; `None` when that range is empty.
     fn range(&self, prefix: &str, start_after: Option<&str>) -> Option<(Vec<u8>, Vec<u8>)> {
-        let full_prefix = self.etcd_key(prefix);
-        let end = prefix_end(&full_prefix);
+        let (full_prefix, end) = self.prefix_range(prefix);
         let start = match start_after {
             Some(after) if after >= prefix => {
                 let mut start = self.etcd_key(after);
@@ -276,8 +296,8 @@ impl EtcdStore {
                 async move { client.txn(txn).await }
             })
             .await?;
-        let revision = self.observe(response.header().map(|h| h.revision()));
-        let revision_of_txn = revision_of(response.header().map_or(0, |h| h.revision()));
+        // A transaction's header revision is the revision its write created.
+        let revision = self.observe(response.header());
         let first = response.op_responses().into_iter().next();
         if response.succeeded() {
             let prev = match first {
@@ -285,11 +305,7 @@ impl EtcdStore {
                 Some(TxnOpResponse::Delete(delete)) => delete.prev_kvs().first().cloned(),
                 _ => None,
             };
-            debug_assert!(revision_of_txn <= revision);
-            Ok(WriteOutcome::Written {
-                revision: revision_of_txn,
-                prev,
-            })
+            Ok(WriteOutcome::Written { revision, prev })
         } else {
             let current = match first {
                 Some(TxnOpResponse::Get(get)) => get.kvs().first().cloned(),
@@ -374,6 +390,12 @@ impl EtcdStore {
     }
 }
 
+/// Why [`EtcdStore::call_raw`] got no answer.
+enum Failure {
+    TimedOut,
+    Etcd(etcd_client::Error),
+}
+
 enum WriteOutcome {
     Written {
         revision: Revision,
@@ -398,7 +420,7 @@ impl Store for EtcdStore {
                     async move { client.get(etcd_key, None).await }
                 })
                 .await?;
-            self.observe(response.header().map(|h| h.revision()));
+            self.observe(response.header());
             response.kvs().first().map(|kv| self.object(kv)).transpose()
         })
     }
@@ -429,10 +451,7 @@ impl Store for EtcdStore {
                     async move { client.get(start, Some(options)).await }
                 })
                 .await?;
-            let revision = self.observe(response.header().map(|h| h.revision()));
-            let revision = response
-                .header()
-                .map_or(revision, |h| revision_of(h.revision()));
+            let revision = self.observe(response.header());
             let items = response
                 .kvs()
                 .iter()
@@ -533,19 +552,19 @@ impl Store for EtcdStore {
             if after < current {
                 // The watch starts at after + 1; a range at that revision fails exactly when
                 // etcd has compacted it away.
-                let mut kv = self.client.kv_client();
-                let probe = kv.get(
-                    self.etcd_key("/"),
-                    Some(
-                        GetOptions::new()
-                            .with_count_only()
-                            .with_revision(after as i64 + 1),
-                    ),
-                );
-                match tokio::time::timeout(self.options.request_timeout, probe).await {
-                    Err(_) => return Err(timed_out("watch", self.options.request_timeout)),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) if is_compacted(&e) => {
+                let key = self.etcd_key("/");
+                let options = GetOptions::new()
+                    .with_count_only()
+                    .with_revision(after as i64 + 1);
+                let probe = self
+                    .call_raw("watch", |mut client| {
+                        let (key, options) = (key.clone(), options.clone());
+                        async move { client.get(key, Some(options)).await }
+                    })
+                    .await;
+                match probe {
+                    Ok(_) => {}
+                    Err(Failure::Etcd(e)) if is_compacted(&e) => {
                         let oldest = self.compacted_oldest(after).await?;
                         if oldest > after {
                             return Err(StoreError::Gone {
@@ -554,12 +573,13 @@ impl Store for EtcdStore {
                             });
                         }
                     }
-                    Ok(Err(e)) => return Err(etcd_error("watch", e)),
+                    Err(Failure::TimedOut) => {
+                        return Err(timed_out("watch", self.options.request_timeout));
+                    }
+                    Err(Failure::Etcd(e)) => return Err(etcd_error("watch", e)),
                 }
             }
-            let Some((start, end)) = self.range(prefix, None) else {
-                unreachable!("a prefix range without start_after is never empty")
-            };
+            let (start, end) = self.prefix_range(prefix);
             Ok(self.spawn_watch(start, end, after))
         })
     }
@@ -572,9 +592,7 @@ impl Store for EtcdStore {
             // The list is one range at revision R; the watch starts at R + 1, so etcd's
             // history joins them without a gap or an overlap.
             let list = self.list(prefix, None, None).await?;
-            let Some((start, end)) = self.range(prefix, None) else {
-                unreachable!("a prefix range without start_after is never empty")
-            };
+            let (start, end) = self.prefix_range(prefix);
             let stream = self.spawn_watch(start, end, list.revision);
             Ok((list, stream))
         })
