@@ -54,6 +54,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// Creates `creates` pods from `clients` concurrent tasks and prints the figures, unless
+/// this is the warm-up.
 async fn run(store: &Arc<EtcdStore>, clients: usize, creates: usize, run: &str) {
     let per_client = creates / clients;
     let started = Instant::now();
@@ -85,6 +87,9 @@ async fn run(store: &Arc<EtcdStore>, clients: usize, creates: usize, run: &str) 
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
+    if run == "warmup" {
+        return;
+    }
     println!(
         "etcd creates, {clients:>2} client(s): {:>6.0} creates/s, p50 {:>6.2} ms, p99 {:>6.2} ms ({} creates in {:.2} s)",
         latencies.len() as f64 / elapsed.as_secs_f64(),
