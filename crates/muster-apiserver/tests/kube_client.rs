@@ -1,0 +1,209 @@
+//! The API server against kube-rs, the client the controllers, DNS and agent use: typed CRUD,
+//! optimistic concurrency, status writes, and `kube::runtime::watcher` (list, watch, bookmarks).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+
+struct Running {
+    api: muster_apiserver::ApiServer,
+    client: kube::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        muster_store::RedbStore::open(&dir.path().join("store.redb"), Default::default()).unwrap();
+    let api = muster_apiserver::start(muster_apiserver::ApiServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        service_cidr: "10.96.0.0/12".into(),
+        store: store as Arc<dyn muster_store::Store>,
+    })
+    .await
+    .unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(api.kubeconfig_path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    Running {
+        api,
+        client,
+        _dir: dir,
+    }
+}
+
+fn configmap(name: &str, value: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": "test"}},
+        "data": {"key": value},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn typed_crud_and_optimistic_concurrency() {
+    let r = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(r.client.clone(), "default");
+    let created = cms
+        .create(&PostParams::default(), &configmap("a", "1"))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.clone().unwrap();
+    assert!(created.metadata.uid.is_some());
+
+    let mut stale = created.clone();
+    let mut fresh = created.clone();
+    fresh
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("key".into(), "2".into());
+    let updated = cms
+        .replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert!(
+        updated
+            .metadata
+            .resource_version
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > rv.parse().unwrap()
+    );
+
+    stale
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("key".into(), "3".into());
+    match cms.replace("a", &PostParams::default(), &stale).await {
+        Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict")),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    let patched = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"other": "x"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap().get("key").unwrap(), "2");
+
+    let listed = cms
+        .list(&ListParams::default().labels("app=test"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+
+    cms.delete("a", &DeleteParams::default()).await.unwrap();
+    match cms.get("a").await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 404),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    r.api.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn status_subresource_only_changes_status() {
+    let r = start().await;
+    let pods: Api<Pod> = Api::namespaced(r.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = serde_json::json!({
+        "metadata": {"labels": {"ignored-on-main": "no"}},
+        "spec": {"nodeName": "not-through-status"},
+        "status": {"phase": "Running", "podIP": "10.244.0.5"},
+    });
+    let after = pods
+        .patch_status("p", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+    assert_eq!(after.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(after.spec.unwrap().node_name, None);
+    r.api.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn runtime_watcher_sees_initial_objects_and_changes() {
+    let r = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(r.client.clone(), "default");
+    cms.create(&PostParams::default(), &configmap("before", "1"))
+        .await
+        .unwrap();
+    let mut stream = watcher(cms.clone(), watcher::Config::default().labels("app=test")).boxed();
+    let mut seen_initial = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut created_later = false;
+    loop {
+        let event = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("watcher event in time")
+            .expect("stream open")
+            .expect("no watcher error");
+        match event {
+            watcher::Event::InitApply(cm) => {
+                seen_initial |= cm.metadata.name.as_deref() == Some("before");
+            }
+            watcher::Event::InitDone => {
+                assert!(seen_initial, "the initial list missed an object");
+                cms.create(&PostParams::default(), &configmap("after", "2"))
+                    .await
+                    .unwrap();
+                created_later = true;
+            }
+            watcher::Event::Apply(cm) if cm.metadata.name.as_deref() == Some("after") => {
+                assert!(created_later);
+                break;
+            }
+            _ => {}
+        }
+    }
+    r.api.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_registered_components() {
+    let r = start().await;
+    let dns = r.api.readiness().register("dns");
+    let raw = |path: &str| {
+        let client = r.client.clone();
+        let path = path.to_string();
+        async move {
+            let req = http::Request::get(path).body(Vec::new()).unwrap();
+            client.request_text(req).await
+        }
+    };
+    assert!(raw("/readyz").await.is_err(), "ready before dns reported");
+    dns.set_ready();
+    assert_eq!(raw("/readyz").await.unwrap(), "ok");
+    let verbose = raw("/readyz?verbose").await.unwrap();
+    assert!(verbose.contains("[+]dns ok"), "{verbose}");
+    let namespaces: Api<Namespace> = Api::all(r.client.clone());
+    let names: Vec<String> = namespaces
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+    r.api.shutdown(Duration::from_secs(1)).await;
+}
