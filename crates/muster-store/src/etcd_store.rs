@@ -43,7 +43,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -94,7 +94,12 @@ pub struct EtcdTls {
 
 /// A [`Store`] on an etcd cluster. See the module documentation.
 pub struct EtcdStore {
-    client: Client,
+    /// Owns the balanced channel's endpoint set; `kv` and `watch` share its connections.
+    _client: Client,
+    /// The KV and watch clients, with no cap on response size: a list of many objects easily
+    /// exceeds gRPC's default 4 MiB.
+    kv: KvClient,
+    watch: WatchClient,
     prefix: String,
     options: EtcdOptions,
     /// The highest etcd revision seen in any response; backs [`Store::revision`].
@@ -140,7 +145,14 @@ impl EtcdStore {
         .map_err(|_| timed_out("connecting", options.request_timeout))?
         .map_err(|e| etcd_error("connecting", e))?;
         let store = Arc::new(EtcdStore {
-            client,
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            _client: client,
             prefix: options.key_prefix.clone(),
             options,
             revision: AtomicU64::new(0),
@@ -175,7 +187,7 @@ impl EtcdStore {
     /// a write, and the balancer moves it to a live member. Any other failure is final.
     async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T>
     where
-        F: FnMut(Client) -> Fut,
+        F: FnMut(KvClient) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         self.call_raw(what, request)
@@ -189,12 +201,12 @@ impl EtcdStore {
     /// [`Self::call`] for callers that need to look at etcd's error themselves.
     async fn call_raw<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T, Failure>
     where
-        F: FnMut(Client) -> Fut,
+        F: FnMut(KvClient) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.options.request_timeout;
         loop {
-            match tokio::time::timeout_at(deadline, request(self.client.clone())).await {
+            match tokio::time::timeout_at(deadline, request(self.kv.clone())).await {
                 Err(_) => return Err(Failure::TimedOut),
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(e))
@@ -337,7 +349,7 @@ impl EtcdStore {
     fn spawn_watch(&self, start: Vec<u8>, end: Vec<u8>, after: Revision) -> WatchStream {
         let (tx, rx) = mpsc::channel(self.options.watch_capacity);
         let pump = WatchPump {
-            client: self.client.clone(),
+            watch: self.watch.clone(),
             prefix: self.prefix.clone(),
             start,
             end,
@@ -356,9 +368,9 @@ impl EtcdStore {
             .with_all_keys()
             .with_start_revision(after as i64 + 1);
         let mut stream = self
-            .call("probing the compacted revision", |mut client| {
-                let options = options.clone();
-                async move { client.watch(vec![0], Some(options)).await }
+            .call("probing the compacted revision", |_| {
+                let (mut watch, options) = (self.watch.clone(), options.clone());
+                async move { watch.watch(vec![0], Some(options)).await }
             })
             .await?;
         let deadline = tokio::time::Instant::now() + self.options.request_timeout;
@@ -602,7 +614,7 @@ impl Store for EtcdStore {
 /// One watch: reads etcd's watch stream and forwards mapped events, resuming on another
 /// connection when the current one breaks.
 struct WatchPump {
-    client: Client,
+    watch: WatchClient,
     prefix: String,
     start: Vec<u8>,
     end: Vec<u8>,
@@ -640,7 +652,7 @@ impl WatchPump {
                 .with_start_revision(self.delivered as i64 + 1)
                 .with_prev_key()
                 .with_progress_notify();
-            let mut watch = self.client.watch_client();
+            let mut watch = self.watch.clone();
             let opened = tokio::select! {
                 _ = self.tx.closed() => return,
                 opened = tokio::time::timeout(
@@ -893,6 +905,10 @@ fn never_sent(error: &etcd_client::Error) -> bool {
     let message = error.to_string().to_ascii_lowercase();
     message.contains("tcp connect error") || message.contains("connection refused")
 }
+
+/// The largest gRPC message the store sends or accepts (etcd itself caps a request at 1.5 MiB
+/// by default; responses such as lists are bounded only by memory).
+const MAX_RESPONSE_BYTES: usize = 1 << 31;
 
 /// Between retries of a request that could not be sent.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);

@@ -589,6 +589,44 @@ async fn list_honours_prefix_start_after_and_limit() {
     }
 }
 
+/// gRPC caps messages at 4 MiB unless told otherwise; a list of many objects is larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_watches_larger_than_four_mib() {
+    let Some(etcd) = Etcd::start(1) else {
+        return;
+    };
+    let store = connect(&etcd, options()).await;
+    let start = store.revision();
+    let filler = "x".repeat(16 * 1024);
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let (store, filler) = (store.clone(), filler.clone());
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let key = format!("/big/{w}-{i:02}");
+                    let mut value = pod(&key);
+                    value["spec"]["filler"] = json!(filler);
+                    store.create(&key, value).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let list = store.list("/big/", None, None).await.unwrap();
+    assert_eq!(list.items.len(), 320);
+    let bytes: usize = list.items.iter().map(|o| o.value.len()).sum();
+    assert!(bytes > 5 << 20, "{bytes} bytes");
+    let mut watch = store.watch("/big/", start).await.unwrap();
+    for _ in 0..320 {
+        assert!(matches!(
+            next_change(&mut watch).await,
+            Some(Ok(Event::Put { .. }))
+        ));
+    }
+}
+
 #[tokio::test]
 async fn delete_returns_the_last_value_stamped_with_the_deletion_revision() {
     let Some(etcd) = Etcd::start(1) else { return };
