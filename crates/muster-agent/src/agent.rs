@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, PodStatus, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -336,7 +336,16 @@ impl Agent {
             .boxed();
         let mut listed: HashSet<String> = HashSet::new();
         let mut first_list = true;
-        while let Some(event) = stream.try_next().await? {
+        while let Some(event) = stream.next().await {
+            // the watcher re-lists by itself (with back-off); an error is never a reason to
+            // stop the pods that run here
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pod watch failed; retrying");
+                    continue;
+                }
+            };
             match event {
                 watcher::Event::Init => listed.clear(),
                 watcher::Event::InitApply(pod) => {
@@ -503,6 +512,22 @@ impl Agent {
             .clone()
             .unwrap_or_else(|| "default".into());
         let sources = fetch_env_sources(&self.client, &namespace, pod).await?;
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        if host_network {
+            // the node's own network: no namespace, no address of its own
+            let ctx = PodContext::prepare(
+                pod.clone(),
+                self.config.node_ip,
+                None,
+                self.settings.clone(),
+                sources,
+            )?;
+            return Ok(ctx);
+        }
         let allocated = self.ipam.lock().allocate(&uid)?;
         let (pod_ip, netns) = if self.isolated {
             let names = PodNetNames::for_uid(&uid);

@@ -19,3 +19,4 @@ pub mod workload;
 
 pub use agent::{AgentConfig, run, run_until};
 pub use workload::{DEFAULT_WORKLOAD_SUBCOMMAND, WorkloadArgs, default_workload_main};
+pub mod proxy;

@@ -8,13 +8,39 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, AttachParams, DeleteParams, LogParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use muster_agent::AgentConfig;
 use muster_agent::backoff::BackoffSettings;
 use serde_json::json;
+use tokio::io::AsyncReadExt;
 
 const INNER: &str = "MUSTER_AGENT_KUBE_LOOP_TEST";
+
+/// The API server's `pods/log` and `pods/exec`, forwarded to the agent as `muster up` does.
+struct ToAgent {
+    token: String,
+}
+
+impl muster_apiserver::NodeProxy for ToAgent {
+    fn proxy(
+        &self,
+        req: muster_apiserver::NodeProxyRequest,
+    ) -> futures::future::BoxFuture<'static, http::Response<axum::body::Body>> {
+        let token = self.token.clone();
+        Box::pin(async move {
+            muster_agent::proxy::forward(
+                req.node_address,
+                &token,
+                &req.namespace,
+                &req.pod,
+                &req.subresource,
+                req.request,
+            )
+            .await
+        })
+    }
+}
 
 fn maybe_isolated(test: &str) -> bool {
     if std::env::var(INNER).as_deref() == Ok(test) || !nix::unistd::geteuid().is_root() {
@@ -105,6 +131,9 @@ async fn body() {
         .unwrap();
     let client = kube::Client::try_from(config).unwrap();
 
+    api.set_node_proxy(std::sync::Arc::new(ToAgent {
+        token: api.token().to_string(),
+    }));
     let mut agent_config = AgentConfig::new("node-t", dir.path().join("agent"), api.token());
     agent_config.workload_exe = env!("CARGO_BIN_EXE_muster-agent-workload").into();
     agent_config.bridge = "mtest0".into();
@@ -218,6 +247,42 @@ async fn body() {
     .unwrap()
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&reply.stdout), "web\n");
+
+    // exec and logs through the API server, as kubectl uses them
+    let mut proc = pods
+        .exec(
+            "web",
+            ["sh", "-c", "hostname; echo oops >&2; exit 4"],
+            &AttachParams::default().container("sidecar").stderr(true),
+        )
+        .await
+        .expect("exec through the API server");
+    let (mut out, mut err) = (String::new(), String::new());
+    let (stdout, stderr) = (proc.stdout(), proc.stderr());
+    let status = proc.take_status().unwrap();
+    let (_, _) = tokio::join!(
+        async { stdout.unwrap().read_to_string(&mut out).await },
+        async { stderr.unwrap().read_to_string(&mut err).await }
+    );
+    let status = status.await.unwrap();
+    if root {
+        // the pod's own UTS namespace (without root it is the host's name)
+        assert_eq!(out, "web\n");
+    }
+    assert_eq!(err, "oops\n");
+    let code = status.details.unwrap().causes.unwrap()[0].message.clone();
+    assert_eq!(code.as_deref(), Some("4"));
+    let logs = pods
+        .logs(
+            "web",
+            &LogParams {
+                container: Some("http".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("logs through the API server");
+    assert!(logs.contains("listening on"), "{logs:?}");
 
     // a crash loop shows as kubectl expects it
     let crasher: Pod = serde_json::from_value(json!({
