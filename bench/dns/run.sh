@@ -11,6 +11,7 @@
 # completed queries), qps per core = 1/that. Latency: dnsperf -v at 10k qps offered for 5 s,
 # p50/p99 of the per-query times. Memory: muster-dns RSS with the data minus without it.
 # Instructions per query: callgrind on the query path alone (examples/qpath.rs).
+# Programming latency: a watch event to its IP in the answers (examples/propagation.rs).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,9 +31,10 @@ if ! need dnsperf || ! need nsd || ! need knotd || ! need kdig; then
 fi
 
 [ -f cluster.local.zone ] || python3 "$HERE/gen.py" "$WORK"
-(cd "$ROOT" && cargo build --release -q -p muster-dns --example serve --example qpath)
+(cd "$ROOT" && cargo build --release -q -p muster-dns --example serve --example qpath --example propagation)
 SERVE="$CARGO_TARGET_DIR/release/examples/serve"
 QPATH="$CARGO_TARGET_DIR/release/examples/qpath"
+PROPAGATION="$CARGO_TARGET_DIR/release/examples/propagation"
 
 mkdir -p knot/db nsd
 cat > knot/knot.conf <<EOF
@@ -188,6 +190,10 @@ if need valgrind; then
     done
 fi
 
+# Watch event -> visible in answers, 200 slice changes through the kube watcher (mock API).
+PROP=$("$PROPAGATION" 200 2>/dev/null || echo "failed")
+echo "$PROP"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a && b) printf "%.2f", a / b; else print "-" }'; }
 {
     echo "## DNS benchmark ($(date -u +%F), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
@@ -205,6 +211,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a && b) printf "%.2f", a / b; els
     echo "Latency at 10k qps offered (qmix): muster ${LAT[muster]:-} · NSD ${LAT[nsd]:-} · Knot ${LAT[knot]:-}"
     echo
     echo "muster-dns memory: ${RSS_EMPTY} kB without data, ${RSS_FULL} kB with it (+$(( (RSS_FULL - RSS_EMPTY) / 1024 )) MB)"
+    echo
+    echo "DNS programming latency ($PROP; API server latency not included)"
     echo
     echo "callgrind instructions per query (query path only): q1 ${IR[q1]:-} · q100 ${IR[q100]:-} · q250 ${IR[q250]:-} · qmix ${IR[qmix]:-}"
 } | tee results.md

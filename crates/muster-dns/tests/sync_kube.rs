@@ -4,77 +4,14 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::mock_api::{EPS, MockApi, NS, SVC};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use serde_json::{Value, json};
-
-type Sender = tokio::sync::mpsc::UnboundedSender<Bytes>;
-
-/// Objects per collection path, the open watch of each, and a gate that holds the slice list.
-#[derive(Default)]
-struct MockApi {
-    lists: Mutex<HashMap<&'static str, Vec<Value>>>,
-    watches: Mutex<HashMap<&'static str, Sender>>,
-    slices_gate: tokio::sync::Notify,
-    slices_open: std::sync::atomic::AtomicBool,
-}
-
-const NS: &str = "/api/v1/namespaces";
-const SVC: &str = "/api/v1/services";
-const EPS: &str = "/apis/discovery.k8s.io/v1/endpointslices";
-
-impl MockApi {
-    async fn handle(
-        self: Arc<Self>,
-        req: http::Request<kube::client::Body>,
-    ) -> Result<http::Response<BoxBody<Bytes, Infallible>>, Infallible> {
-        let path = [NS, SVC, EPS].into_iter().find(|p| *p == req.uri().path());
-        let Some(path) = path else {
-            let body = Full::new(Bytes::from_static(b"{}")).boxed();
-            return Ok(http::Response::builder().status(404).body(body).unwrap());
-        };
-        let watch = req.uri().query().unwrap_or("").contains("watch=true");
-        if watch {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-            self.watches.lock().unwrap().insert(path, tx);
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv()
-                    .await
-                    .map(|b| (Ok(hyper::body::Frame::data(b)), rx))
-            });
-            return Ok(http::Response::new(StreamBody::new(stream).boxed()));
-        }
-        if path == EPS && !self.slices_open.load(std::sync::atomic::Ordering::SeqCst) {
-            self.slices_gate.notified().await;
-        }
-        let items = self
-            .lists
-            .lock()
-            .unwrap()
-            .get(path)
-            .cloned()
-            .unwrap_or_default();
-        let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "10"}, "items": items});
-        Ok(http::Response::new(
-            Full::new(Bytes::from(list.to_string())).boxed(),
-        ))
-    }
-
-    fn send(&self, path: &'static str, event: Value) {
-        let line = format!("{event}\n");
-        self.watches.lock().unwrap()[path]
-            .send(Bytes::from(line))
-            .unwrap();
-    }
-}
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -133,11 +70,7 @@ async fn run_syncs_watches_and_recovers_from_410() {
         ]),
         (EPS, vec![slice_json(&["10.244.0.1"], "4")]),
     ]);
-    let service = {
-        let api = api.clone();
-        tower::service_fn(move |req| api.clone().handle(req))
-    };
-    let client = kube::Client::new(service, "default");
+    let client = api.client();
     let port = free_port();
     let ops_port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();

@@ -2,6 +2,8 @@
 //! answers, checked against the engine directly and against the running servers.
 #![allow(dead_code)]
 
+pub mod mock_api;
+
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
