@@ -7,20 +7,26 @@
 //! - A (re-)list (`Init` … `InitDone`) is buffered and then *replaces* that kind's state, so
 //!   objects deleted while a watch was broken (or across a 410 Gone) disappear; until the new
 //!   list is complete the last complete state is served.
+//! - A list is buffered as objects trimmed to what DNS reads (no managedFields, pod specs,
+//!   statuses or unrelated labels and annotations), so a re-list of a large cluster costs a
+//!   fraction of the objects' size (CoreDNS is OOM-killed by exactly this, kubernetes #139117).
 //! - Until every watcher has completed its first list the zone is unsynced and cluster names
 //!   answer SERVFAIL, never NXDOMAIN; `ready` turns true at that moment.
 
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use crate::server::Shared;
-use crate::zone::ZoneBuilder;
+use crate::zone::{SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION, ZoneBuilder};
 
 /// One watch event of any kind. Each is moved once into the builder, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -46,6 +52,64 @@ where
         .boxed()
 }
 
+/// Keeps only the metadata DNS reads: name, namespace, and one label and annotation by name.
+fn trim_meta(meta: &mut ObjectMeta, keep_label: Option<&str>, keep_annotation: Option<&str>) {
+    fn keep(map: &mut Option<BTreeMap<String, String>>, key: Option<&str>) {
+        *map = key.and_then(|k| {
+            let v = map.as_mut()?.remove(k)?;
+            Some(BTreeMap::from([(k.to_string(), v)]))
+        });
+    }
+    keep(&mut meta.labels, keep_label);
+    keep(&mut meta.annotations, keep_annotation);
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+fn trim_namespace(mut ns: Namespace) -> Namespace {
+    trim_meta(&mut ns.metadata, None, None);
+    ns.spec = None;
+    ns.status = None;
+    ns
+}
+
+fn trim_service(mut svc: Service) -> Service {
+    trim_meta(&mut svc.metadata, None, None);
+    svc.status = None;
+    if let Some(spec) = &mut svc.spec {
+        spec.selector = None;
+    }
+    svc
+}
+
+fn trim_slice(mut slice: EndpointSlice) -> EndpointSlice {
+    trim_meta(
+        &mut slice.metadata,
+        Some(SERVICE_NAME_LABEL),
+        Some(TRIGGER_TIME_ANNOTATION),
+    );
+    for e in &mut slice.endpoints {
+        e.deprecated_topology = None;
+        e.hints = None;
+        e.node_name = None;
+        e.zone = None;
+    }
+    slice
+}
+
+fn trim_pod(mut pod: Pod) -> Pod {
+    trim_meta(&mut pod.metadata, None, None);
+    pod.spec = None;
+    pod.status = pod.status.map(|s| PodStatus {
+        phase: s.phase,
+        pod_ip: s.pod_ip,
+        pod_ips: s.pod_ips,
+        ..PodStatus::default()
+    });
+    pod
+}
+
 /// Per-kind list state.
 struct Kind<K> {
     buffer: Option<Vec<K>>,
@@ -67,13 +131,14 @@ impl<K> Kind<K> {
         &mut self,
         ev: Event<K>,
         b: &mut ZoneBuilder,
+        trim: fn(K) -> K,
         apply: fn(&mut ZoneBuilder, &K),
         delete: fn(&mut ZoneBuilder, &K),
         replace: fn(&mut ZoneBuilder, &[K]),
     ) {
         match ev {
             Event::Init => self.buffer = Some(Vec::new()),
-            Event::InitApply(o) => self.buffer.get_or_insert_with(Vec::new).push(o),
+            Event::InitApply(o) => self.buffer.get_or_insert_with(Vec::new).push(trim(o)),
             Event::InitDone => {
                 let list = self.buffer.take().unwrap_or_default();
                 replace(b, &list);
@@ -127,6 +192,7 @@ async fn drive(
                 Delta::Namespace(e) => namespaces.apply(
                     e,
                     builder,
+                    trim_namespace,
                     ZoneBuilder::apply_namespace,
                     ZoneBuilder::delete_namespace,
                     ZoneBuilder::replace_namespaces,
@@ -134,6 +200,7 @@ async fn drive(
                 Delta::Service(e) => services.apply(
                     e,
                     builder,
+                    trim_service,
                     ZoneBuilder::apply_service,
                     ZoneBuilder::delete_service,
                     ZoneBuilder::replace_services,
@@ -141,6 +208,7 @@ async fn drive(
                 Delta::Slice(e) => slices.apply(
                     e,
                     builder,
+                    trim_slice,
                     ZoneBuilder::apply_slice,
                     ZoneBuilder::delete_slice,
                     ZoneBuilder::replace_slices,
@@ -148,6 +216,7 @@ async fn drive(
                 Delta::Pod(e) => pods.apply(
                     e,
                     builder,
+                    trim_pod,
                     ZoneBuilder::apply_pod,
                     ZoneBuilder::delete_pod,
                     ZoneBuilder::replace_pods,
@@ -209,6 +278,47 @@ mod tests {
     }
     fn ns(name: &str) -> Namespace {
         serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+    }
+
+    #[test]
+    fn trimming_keeps_what_dns_reads() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "s", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web", "other": "x"},
+                "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z", "big": "y"},
+                "managedFields": [{"manager": "m"}]},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "hostname": "h", "nodeName": "n", "conditions": {"ready": true}}]
+        }))
+        .unwrap();
+        let t = trim_slice(slice.clone());
+        assert_eq!(t.metadata.labels.unwrap().len(), 1);
+        assert_eq!(t.metadata.annotations.unwrap().len(), 1);
+        assert!(t.metadata.managed_fields.is_none());
+        // What DNS derives from it is unchanged.
+        let mut a = ZoneBuilder::new(ZoneSettings::default()).unwrap();
+        let mut b = ZoneBuilder::new(ZoneSettings::default()).unwrap();
+        a.apply_slice(&slice);
+        b.apply_slice(&trim_slice(slice));
+        assert_eq!(a.take_trigger_times(), b.take_trigger_times());
+        for builder in [&mut a, &mut b] {
+            builder.apply_service(&svc("web", "None"));
+        }
+        let (za, zb) = (a.publish(), b.publish());
+        let slices = |z: &Zone| z.service("default", "web").unwrap().slices.clone();
+        assert_eq!(slices(&za), slices(&zb));
+        assert_eq!(slices(&za)[0].endpoints[0].hostname(), Some("h"));
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "1.2.3.4"}
+        }))
+        .unwrap();
+        let t = trim_pod(pod);
+        assert!(t.spec.is_none());
+        let status = t.status.unwrap();
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
+        assert!(status.host_ip.is_none());
     }
 
     #[tokio::test]
