@@ -265,6 +265,13 @@ impl EtcdStore {
 
     /// The etcd range `[start, end)` holding every key under `prefix`.
     fn prefix_range(&self, prefix: &str) -> (Vec<u8>, Vec<u8>) {
+        // Every key starts with '/': with a key prefix, "everything" is `<key prefix>/`, so
+        // that the keys of a cluster under "/c" never include those of one under "/cc".
+        let prefix = if prefix.is_empty() && !self.prefix.is_empty() {
+            "/"
+        } else {
+            prefix
+        };
         let start = self.etcd_key(prefix);
         let end = prefix_end(&start);
         (start, end)

@@ -929,7 +929,9 @@ async fn key_prefixes_keep_two_clusters_apart_on_one_etcd() {
         ..options()
     };
     let a = connect(&etcd, with_prefix("/cluster-a")).await;
-    let b = connect(&etcd, with_prefix("/cluster-b")).await;
+    let b = connect(&etcd, with_prefix("/cluster-ab")).await;
+    // "/cluster-a" is a byte prefix of "/cluster-ab": neither may see the other's keys.
+    let mut watch_a = a.watch("", a.revision()).await.unwrap();
     let mut watch_b = b.watch("/registry/", b.revision()).await.unwrap();
     a.create("/registry/pods/default/p", pod("p"))
         .await
@@ -948,6 +950,9 @@ async fn key_prefixes_keep_two_clusters_apart_on_one_etcd() {
         keys(b.list("", None, None).await.unwrap()),
         ["/registry/pods/default/q"]
     );
+    let event = next_change(&mut watch_a).await.unwrap().unwrap();
+    assert_eq!(summary(&event).1, "/registry/pods/default/p");
+    assert_no_change(&mut watch_a).await;
     let event = next_change(&mut watch_b).await.unwrap().unwrap();
     assert_eq!(summary(&event).1, "/registry/pods/default/q");
     // In etcd itself the keys carry the prefix.
