@@ -9,7 +9,10 @@ use muster_store::Store;
 use crate::cli::{ApiserverArgs, StoreArgs, StoreKind};
 
 /// Opens the object store the flags select.
-pub fn open_store(data_dir: &std::path::Path, args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(
+    data_dir: &std::path::Path,
+    args: &StoreArgs,
+) -> anyhow::Result<Arc<dyn Store>> {
     match args.store {
         StoreKind::Redb => {
             let path = data_dir.join("store.redb");
@@ -17,8 +20,19 @@ pub fn open_store(data_dir: &std::path::Path, args: &StoreArgs) -> anyhow::Resul
                 .with_context(|| format!("opening the store at {}", path.display()))?;
             Ok(store)
         }
+        #[cfg(feature = "etcd")]
+        StoreKind::Etcd => {
+            let store = muster_store::EtcdStore::connect(
+                &args.etcd_endpoints,
+                muster_store::EtcdOptions::default(),
+            )
+            .await
+            .with_context(|| format!("connecting to etcd at {:?}", args.etcd_endpoints))?;
+            Ok(store)
+        }
+        #[cfg(not(feature = "etcd"))]
         StoreKind::Etcd => anyhow::bail!(
-            "--store etcd is not available in this build (endpoints: {:?}); use --store redb",
+            "--store etcd needs a muster built with `--features etcd` (endpoints: {:?}); use --store redb",
             args.etcd_endpoints
         ),
     }
@@ -26,7 +40,7 @@ pub fn open_store(data_dir: &std::path::Path, args: &StoreArgs) -> anyhow::Resul
 
 /// Opens the store and starts the API server.
 pub async fn start(args: &ApiserverArgs) -> anyhow::Result<muster_apiserver::ApiServer> {
-    let store = open_store(&args.data_dir, &args.store)?;
+    let store = open_store(&args.data_dir, &args.store).await?;
     muster_apiserver::start(muster_apiserver::ApiServerConfig {
         data_dir: args.data_dir.clone(),
         listen: args.api_listen,
