@@ -63,6 +63,8 @@ pub struct DnsConfig {
     pub udp_workers: usize,
     /// How long one upstream gets to answer.
     pub forward_timeout: Duration,
+    /// A TCP connection with no complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
 }
 
 impl Default for DnsConfig {
@@ -87,6 +89,7 @@ impl Default for DnsConfig {
             pods: PodMode::Insecure,
             udp_workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             forward_timeout: Duration::from_secs(2),
+            tcp_idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -138,13 +141,15 @@ impl Dns {
             config.forward_timeout,
             metrics.clone(),
         ));
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             zone,
             metrics,
             forwarder,
             config.recursion_clients.clone(),
             tokio::runtime::Handle::current(),
-        ));
+        );
+        shared.tcp_idle = config.tcp_idle_timeout;
+        let shared = Arc::new(shared);
         let servers = server::serve(shared.clone(), &config.listen, config.udp_workers).await?;
         let (metrics_addr, metrics_task) = match config.metrics_listen {
             Some(addr) => {

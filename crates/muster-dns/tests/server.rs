@@ -537,3 +537,33 @@ async fn servfail_and_not_ready_until_synced_then_ops_endpoints() {
     .await;
     dns.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_are_closed() {
+    let config = DnsConfig {
+        tcp_idle_timeout: Duration::from_millis(300),
+        ..config(vec![])
+    };
+    let dns = Dns::start(&config, common::zone()).await.unwrap();
+    let addr = dns.servers.tcp_addrs[0];
+    blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Half a length prefix, then silence: the server must give up, not wait forever.
+        s.write_all(&[0]).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            s.read(&mut buf).unwrap_or(0),
+            0,
+            "expected the server to close"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    })
+    .await;
+    dns.shutdown();
+}
