@@ -145,3 +145,29 @@ pub fn host_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "muster-node".to_string())
 }
+
+/// Serves `pods/log` and `pods/exec` by forwarding them to the agent on the pod's node, with
+/// the cluster's bearer token (the agents require the token their kubeconfig carries).
+pub struct AgentProxy {
+    pub token: String,
+}
+
+impl muster_apiserver::NodeProxy for AgentProxy {
+    fn proxy(
+        &self,
+        req: muster_apiserver::NodeProxyRequest,
+    ) -> futures::future::BoxFuture<'static, http::Response<axum::body::Body>> {
+        let token = self.token.clone();
+        Box::pin(async move {
+            muster_agent::proxy::forward(
+                req.node_address,
+                &token,
+                &req.namespace,
+                &req.pod,
+                &req.subresource,
+                req.request,
+            )
+            .await
+        })
+    }
+}

@@ -15,6 +15,9 @@ use crate::components;
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // 1. Store and API server.
     let mut api = apiserver_cmd::start(&args.apiserver).await?;
+    api.set_node_proxy(std::sync::Arc::new(components::AgentProxy {
+        token: api.token().to_string(),
+    }));
     let client = components::client_from_kubeconfig(api.kubeconfig_path()).await?;
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let (stop_tx, stop_rx) = watch::channel(false);
