@@ -62,6 +62,10 @@ pub async fn shutdown_signal() -> anyhow::Result<()> {
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let mut api = start(&args).await?;
+    // Agents run elsewhere (`muster agent`): logs and exec go to the one on the pod's node.
+    api.set_node_proxy(Arc::new(crate::components::AgentProxy {
+        token: api.token().to_string(),
+    }));
     tokio::select! {
         r = shutdown_signal() => r?,
         _ = api.wait() => anyhow::bail!("the API server stopped unexpectedly"),
