@@ -472,6 +472,14 @@ impl Agent {
             .write()
             .insert((namespace.clone(), name.clone()), ctx.clone());
         let reporter = tokio::spawn(report_status(pods.clone(), ctx.clone(), pod.status.clone()));
+        let recorder = ctx.take_events().map(|rx| {
+            tokio::spawn(record_events(
+                self.client.clone(),
+                ctx.clone(),
+                self.config.node_name.clone(),
+                rx,
+            ))
+        });
         let mut running = tokio::spawn(run_pod(ctx.clone()));
         let mut gone = false;
         loop {
@@ -494,6 +502,11 @@ impl Agent {
         // let the last state reach the API before the object goes
         tokio::time::sleep(Duration::from_millis(50)).await;
         reporter.abort();
+        // events still queued (e.g. Killing) get a moment to be sent
+        if let Some(r) = recorder {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.abort();
+        }
         self.table
             .write()
             .remove(&(namespace.clone(), name.clone()));
@@ -699,5 +712,57 @@ async fn report_status(pods: Api<Pod>, ctx: Arc<PodContext>, initial: Option<Pod
         }
         // several changes in a burst (all containers starting) become one write
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Posts the pod's events as kubelet does; a repeat of the same event within its series bumps
+/// `count` and `lastTimestamp` instead of creating another object.
+async fn record_events(
+    client: kube::Client,
+    ctx: Arc<PodContext>,
+    node_name: String,
+    mut notes: mpsc::UnboundedReceiver<crate::pod::PodEventNote>,
+) {
+    use k8s_openapi::api::core::v1::Event;
+    let events: Api<Event> = Api::namespaced(client, &ctx.namespace);
+    // (reason, message, fieldPath) -> (event name, count)
+    let mut series: HashMap<(String, String, Option<String>), (String, i32)> = HashMap::new();
+    while let Some(note) = notes.recv().await {
+        let now = Timestamp::now();
+        let key = (
+            note.reason.to_string(),
+            note.message.clone(),
+            note.field_path.clone(),
+        );
+        if let Some((name, count)) = series.get_mut(&key) {
+            *count += 1;
+            let patch = json!({"count": *count, "lastTimestamp": now.to_string()});
+            if events
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .is_ok()
+            {
+                continue;
+            }
+        }
+        let name = format!("{}.{:x}", ctx.name, now.as_nanosecond() as u64);
+        let event: Event = match serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ctx.namespace},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ctx.namespace,
+                               "name": ctx.name, "uid": ctx.uid, "fieldPath": note.field_path},
+            "reason": note.reason, "message": note.message, "type": note.kind,
+            "source": {"component": "kubelet", "host": node_name},
+            "reportingComponent": "kubelet", "reportingInstance": node_name,
+            "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1,
+        })) {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        match events.create(&PostParams::default(), &event).await {
+            Ok(_) => {
+                series.insert(key, (name, 1));
+            }
+            Err(e) => tracing::debug!(pod = %ctx.name, error = %e, "cannot record event"),
+        }
     }
 }

@@ -56,6 +56,20 @@ pub struct PodContext {
     pub env_sources: StaticEnvSources,
     pub runtime: watch::Sender<PodRuntime>,
     stop: watch::Sender<Option<Duration>>,
+    events: mpsc::UnboundedSender<PodEventNote>,
+    events_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<PodEventNote>>>,
+}
+
+/// Something worth a Kubernetes Event about the pod (`kubectl describe pod` lists them), as
+/// kubelet records them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEventNote {
+    /// `Normal` or `Warning`.
+    pub kind: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+    /// `spec.containers{name}` / `spec.initContainers{name}`.
+    pub field_path: Option<String>,
 }
 
 impl PodContext {
@@ -84,6 +98,7 @@ impl PodContext {
             (true, Some(netns)) => Sandbox::isolated(netns, &hostname, &dir),
             _ => Sandbox::default(),
         };
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut runtime = PodRuntime::accepted(&pod);
         runtime.pod_ip = Some(pod_ip);
         runtime.host_ip = Some(settings.host_ip);
@@ -104,6 +119,8 @@ impl PodContext {
             env_sources,
             runtime: watch::channel(runtime).0,
             stop: watch::channel(None).0,
+            events: events_tx,
+            events_rx: parking_lot::Mutex::new(Some(events_rx)),
         }))
     }
 
@@ -114,6 +131,30 @@ impl PodContext {
             if current.is_none_or(|g| grace < g) {
                 *current = Some(grace);
             }
+        });
+    }
+
+    /// The pod's events, for whoever records them (once).
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<PodEventNote>> {
+        self.events_rx.lock().take()
+    }
+
+    fn note(
+        &self,
+        kind: &'static str,
+        reason: &'static str,
+        c: Option<(&Container, bool)>,
+        message: String,
+    ) {
+        let field_path = c.map(|(c, init)| {
+            let list = if init { "initContainers" } else { "containers" };
+            format!("spec.{list}{{{}}}", c.name)
+        });
+        let _ = self.events.send(PodEventNote {
+            kind,
+            reason,
+            message,
+            field_path,
         });
     }
 
@@ -306,6 +347,15 @@ async fn back_off(
             ctx.namespace,
             ctx.uid
         );
+        ctx.note(
+            "Warning",
+            "BackOff",
+            Some((c, init)),
+            format!(
+                "Back-off restarting failed container {} in pod {}_{}({})",
+                c.name, ctx.name, ctx.namespace, ctx.uid
+            ),
+        );
         ctx.update(init, &c.name, |s| {
             if let RunState::Terminated(t) = &s.state {
                 s.last_terminated = Some(t.clone());
@@ -352,6 +402,12 @@ async fn run_instance(ctx: &Arc<PodContext>, c: &Container, init: bool, instance
     let started_instant = Instant::now();
     let fail = |reason: &str, message: String, code: i32| {
         tracing::warn!(pod = %ctx.name, container = %c.name, %message, "container did not start");
+        ctx.note(
+            "Warning",
+            "Failed",
+            Some((c, init)),
+            format!("Error: {message}"),
+        );
         ctx.update(init, &c.name, |s| {
             begin_instance(s, instance);
             s.state = RunState::Terminated(Terminated {
@@ -372,6 +428,12 @@ async fn run_instance(ctx: &Arc<PodContext>, c: &Container, init: bool, instance
         Ok(env) => env,
         Err(message) => {
             // kubelet keeps such a container waiting; it is retried with back-off
+            ctx.note(
+                "Warning",
+                "Failed",
+                Some((c, init)),
+                format!("Error: {message}"),
+            );
             ctx.update(init, &c.name, |s| {
                 s.state = RunState::Waiting {
                     reason: "CreateContainerConfigError".into(),
@@ -409,6 +471,18 @@ async fn run_instance(ctx: &Arc<PodContext>, c: &Container, init: bool, instance
         }
     };
     let pid = child.id().unwrap_or(0);
+    ctx.note(
+        "Normal",
+        "Created",
+        Some((c, init)),
+        format!("Created container: {}", c.name),
+    );
+    ctx.note(
+        "Normal",
+        "Started",
+        Some((c, init)),
+        format!("Started container {}", c.name),
+    );
     let mut copiers = tokio::task::JoinSet::new();
     if let Some(out) = child.stdout.take() {
         let sink = sink.clone();
@@ -506,6 +580,12 @@ async fn terminate(
     grace: Duration,
 ) -> Option<std::process::ExitStatus> {
     let deadline = tokio::time::Instant::now() + grace;
+    ctx.note(
+        "Normal",
+        "Killing",
+        Some((c, false)),
+        format!("Stopping container {}", c.name),
+    );
     if !grace.is_zero()
         && let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
     {
@@ -626,6 +706,17 @@ async fn probe_loop(ctx: &PodContext, c: &Container, started: Instant, kill: mps
             let outcome = run_action(ctx, c, &t.spec.action, t.spec.timeout).await;
             if let Err(e) = &outcome {
                 tracing::debug!(pod = %ctx.name, container = %c.name, kind = ?t.kind, error = %e, "probe failed");
+                let which = match t.kind {
+                    ProbeKind::Startup => "Startup",
+                    ProbeKind::Liveness => "Liveness",
+                    ProbeKind::Readiness => "Readiness",
+                };
+                ctx.note(
+                    "Warning",
+                    "Unhealthy",
+                    Some((c, false)),
+                    format!("{which} probe failed: {e}"),
+                );
             }
             let changed = t.record(outcome.is_ok(), Instant::now());
             match (t.kind, changed) {

@@ -307,6 +307,43 @@ async fn body() {
     let last = looped.last_state.unwrap().terminated.unwrap();
     assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
 
+    // kubelet-style events, for `kubectl describe pod`
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let reasons = eventually("events", Duration::from_secs(5), async || {
+        let list = events.list(&Default::default()).await.ok()?;
+        let reasons: Vec<(String, String, i32)> = list
+            .items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("crasher"))
+            .map(|e| {
+                (
+                    e.reason.clone().unwrap_or_default(),
+                    e.type_.clone().unwrap_or_default(),
+                    e.count.unwrap_or(0),
+                )
+            })
+            .collect();
+        reasons.iter().any(|r| r.0 == "BackOff").then_some(reasons)
+    })
+    .await;
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, t, _)| r == "Started" && t == "Normal"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, t, _)| r == "BackOff" && t == "Warning"),
+        "{reasons:?}"
+    );
+    let started = reasons.iter().filter(|(r, _, _)| r == "Started").count();
+    assert_eq!(
+        started, 1,
+        "repeats are one event with a count: {reasons:?}"
+    );
+
     // deletion: the agent stops the pod and removes the object
     for name in ["web", "crasher"] {
         pods.delete(name, &DeleteParams::default().grace_period(2))
