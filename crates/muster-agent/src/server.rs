@@ -296,13 +296,14 @@ async fn logs_response(
     }
     // Follow: send what is there, then whole new lines as they arrive, until this container
     // instance has ended and its file is drained.
-    let instance_id = ctx
-        .runtime
-        .borrow()
-        .containers
-        .iter()
-        .find(|c| c.name == container)
-        .and_then(|c| c.container_id.clone());
+    let instance_id = {
+        let rt = ctx.runtime.borrow();
+        rt.containers
+            .iter()
+            .chain(rt.init_containers.iter())
+            .find(|c| c.name == container)
+            .and_then(|c| c.container_id.clone())
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let mut offset = content
         .iter()
@@ -321,7 +322,11 @@ async fn logs_response(
         loop {
             let ended = {
                 let rt = ctx.runtime.borrow();
-                let c = rt.containers.iter().find(|c| c.name == container);
+                let c = rt
+                    .containers
+                    .iter()
+                    .chain(rt.init_containers.iter())
+                    .find(|c| c.name == container);
                 !c.is_some_and(|c| c.is_running() && c.container_id == instance_id)
             };
             let data = tokio::fs::read(&path).await.unwrap_or_default();
