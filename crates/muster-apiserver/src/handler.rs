@@ -1820,7 +1820,10 @@ pub(crate) async fn delete_one(
         } else {
             0
         };
-        let hold = is_namespace || !fins.is_empty() || pod_grace > 0;
+        // A namespace with nothing to finalize goes at once, as in Kubernetes.
+        let namespace_held =
+            is_namespace && !(namespace_spec_finalizers(&obj).is_empty() && fins.is_empty());
+        let hold = namespace_held || !fins.is_empty() || pod_grace > 0;
         if !hold {
             if opts.dry_run {
                 return Ok(obj);
