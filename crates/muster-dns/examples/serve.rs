@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use muster_dns::{Dns, DnsConfig, Zone};
+use muster_dns::{Dns, DnsConfig, Zone, ZoneBuilder};
 
 #[derive(serde::Deserialize, Default)]
 struct Objects {
@@ -45,13 +45,14 @@ fn main() -> anyhow::Result<()> {
         (false, None) => anyhow::bail!("--data FILE or --empty"),
         (true, _) => Objects::default(),
     };
-    let zone = Zone::from_objects(
-        config.zone_settings(),
-        &objects.namespaces,
-        &objects.services,
-        &objects.slices,
-        &[],
-    )?;
+    // Built and kept the way `muster dns` keeps it: the builder's indexes stay alive next to
+    // the zone, so the memory figure includes them.
+    let mut builder = ZoneBuilder::new(config.zone_settings())?;
+    builder.replace_namespaces(&objects.namespaces);
+    builder.replace_services(&objects.services);
+    builder.replace_slices(&objects.slices);
+    builder.mark_synced();
+    let zone: Zone = builder.publish();
     let services = zone.service_count();
     drop(objects);
     // Hand the parser's freed memory back so RSS shows what the zone keeps.
@@ -65,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("serving {services} services on {:?}", dns.servers.udp_addrs);
         tokio::signal::ctrl_c().await?;
         dns.shutdown();
+        drop(builder);
         anyhow::Ok(())
     })
 }
