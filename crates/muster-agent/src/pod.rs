@@ -900,29 +900,30 @@ pub fn log_target(
         .chain(rt.init_containers.iter())
         .find(|c| c.name == container)
         .ok_or_else(|| format!("container {container} is not valid for pod {}", ctx.name))?;
-    let instance = if previous {
-        if c.restart_count == 0 {
+    // As kubelet: `previous` is the run in `lastState`; while a container waits out its
+    // back-off, that run is also what plain `logs` shows.
+    let waiting = matches!(c.state, RunState::Waiting { .. });
+    let instance = match (previous, waiting, c.last_terminated.is_some()) {
+        (true, _, false) => {
             return Err(format!(
                 "previous terminated container \"{container}\" in pod \"{}\" not found",
                 ctx.name
             ));
         }
-        c.restart_count - 1
-    } else {
-        if matches!(c.state, RunState::Waiting { .. })
-            && c.restart_count == 0
-            && c.last_terminated.is_none()
-        {
+        // back-off: lastState is the run that just ended, numbered restart_count
+        (_, true, true) => c.restart_count,
+        (true, false, true) => c.restart_count - 1,
+        (false, true, false) => {
+            let reason = match &c.state {
+                RunState::Waiting { reason, .. } => reason.as_str(),
+                _ => "",
+            };
             return Err(format!(
-                "container \"{container}\" in pod \"{}\" is waiting to start: {}",
-                ctx.name,
-                match &c.state {
-                    RunState::Waiting { reason, .. } => reason.as_str(),
-                    _ => "",
-                }
+                "container \"{container}\" in pod \"{}\" is waiting to start: {reason}",
+                ctx.name
             ));
         }
-        c.restart_count
+        (false, false, _) => c.restart_count,
     };
     let running = !previous && c.is_running();
     Ok((
@@ -934,4 +935,125 @@ pub fn log_target(
 /// Pod directory helper for callers that only know the UID.
 pub fn pod_dir(settings: &RuntimeSettings, uid: &str) -> PathBuf {
     settings.pods_dir.join(uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Terminated;
+
+    fn ctx(dir: &std::path::Path) -> Arc<PodContext> {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+            "spec": {"containers": [{"name": "c"}]}
+        }))
+        .unwrap();
+        let settings = Arc::new(RuntimeSettings {
+            node_name: "n".into(),
+            pods_dir: dir.to_path_buf(),
+            backoff: BackoffSettings::default(),
+            workload_exe: "/bin/false".into(),
+            cluster_dns: ClusterDns {
+                nameserver: "10.96.0.10".parse().unwrap(),
+                domain: "cluster.local".into(),
+            },
+            host_dns: HostDns::default(),
+            host_ip: "127.0.0.1".parse().unwrap(),
+            isolated: false,
+        });
+        let ip = "127.0.0.2".parse().unwrap();
+        PodContext::prepare(pod, ip, None, settings, StaticEnvSources::default()).unwrap()
+    }
+
+    #[test]
+    fn log_target_follows_kubelet() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let ended = Terminated {
+            exit_code: 1,
+            signal: None,
+            reason: "Error".into(),
+            message: None,
+            started_at: Timestamp::now(),
+            finished_at: Timestamp::now(),
+        };
+        let running = RunState::Running {
+            started_at: Timestamp::now(),
+        };
+        let backoff = RunState::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: None,
+        };
+        let creating = RunState::Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        };
+        // (state, restarts, has lastState, previous?) -> instance or error text
+        type Case = (
+            RunState,
+            i32,
+            bool,
+            bool,
+            Result<&'static str, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                creating.clone(),
+                0,
+                false,
+                false,
+                Err("is waiting to start: ContainerCreating"),
+            ),
+            (running.clone(), 0, false, false, Ok("0.log")),
+            (
+                running.clone(),
+                0,
+                false,
+                true,
+                Err("previous terminated container"),
+            ),
+            (running.clone(), 2, true, false, Ok("2.log")),
+            (running.clone(), 2, true, true, Ok("1.log")),
+            (backoff.clone(), 2, true, false, Ok("2.log")),
+            (backoff.clone(), 2, true, true, Ok("2.log")),
+            (
+                RunState::Terminated(ended.clone()),
+                3,
+                true,
+                false,
+                Ok("3.log"),
+            ),
+            (
+                RunState::Terminated(ended.clone()),
+                3,
+                true,
+                true,
+                Ok("2.log"),
+            ),
+        ];
+        for (state, restarts, last, previous, want) in cases {
+            ctx.runtime.send_modify(|rt| {
+                let c = &mut rt.containers[0];
+                c.state = state.clone();
+                c.restart_count = restarts;
+                c.last_terminated = last.then(|| ended.clone());
+            });
+            let got = log_target(&ctx, "c", previous);
+            match (got, want) {
+                (Ok((path, _)), Ok(file)) => assert!(
+                    path.ends_with(format!("logs/c/{file}")),
+                    "{state:?} {path:?}"
+                ),
+                (Err(e), Err(text)) => assert!(e.contains(text), "{state:?}: {e}"),
+                (got, want) => {
+                    panic!("{state:?} {restarts} {previous}: got {got:?}, want {want:?}")
+                }
+            }
+        }
+        assert!(
+            log_target(&ctx, "nope", false)
+                .unwrap_err()
+                .contains("is not valid")
+        );
+    }
 }

@@ -306,6 +306,18 @@ async fn body() {
     .await;
     let last = looped.last_state.unwrap().terminated.unwrap();
     assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+    // `kubectl logs --previous` through the API server: the last finished run's output
+    let previous = pods
+        .logs(
+            "crasher",
+            &LogParams {
+                previous: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("previous logs");
+    assert_eq!(previous, "bye\n");
 
     // kubelet-style events, for `kubectl describe pod`
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
