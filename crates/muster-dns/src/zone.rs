@@ -304,15 +304,21 @@ pub enum ServiceKind {
 pub struct ServiceData {
     pub namespace: Box<str>,
     pub name: Box<str>,
-    pub kind: ServiceKind,
-    pub cluster_ips: Box<[IpAddr]>,
-    /// `spec.ports` (SRV for ClusterIP services uses these numbers).
-    pub ports: Box<[PortData]>,
+    /// Shared with the builder, which needs it to rebuild this service (one copy, not two).
+    pub spec: Arc<ServiceSpec>,
     /// All slices labelled with this service, by slice name.
     pub slices: Box<[Arc<SliceData>]>,
     /// What `<svc>.<ns>.svc.<zone>` answers: the ClusterIPs, or the ready endpoint IPs (deduplicated).
     pub v4: Box<[[u8; 4]]>,
     pub v6: Box<[[u8; 16]]>,
+}
+
+/// `svc.kind`, `svc.cluster_ips` and `svc.ports` read through to the spec.
+impl std::ops::Deref for ServiceData {
+    type Target = ServiceSpec;
+    fn deref(&self) -> &ServiceSpec {
+        &self.spec
+    }
 }
 
 impl ServiceData {
@@ -504,10 +510,11 @@ impl Zone {
 
 /// A Service reduced to what DNS needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct ServiceSpec {
-    kind: ServiceKind,
-    cluster_ips: Box<[IpAddr]>,
-    ports: Box<[PortData]>,
+pub struct ServiceSpec {
+    pub kind: ServiceKind,
+    pub cluster_ips: Box<[IpAddr]>,
+    /// `spec.ports` (SRV for ClusterIP services uses these numbers).
+    pub ports: Box<[PortData]>,
 }
 
 /// `namespace/name`, lower-case, in one allocation (a pair of Strings cost 112 bytes per key,
@@ -535,7 +542,7 @@ impl Key {
 /// Owns the converted objects and turns watch deltas into snapshots.
 pub struct ZoneBuilder {
     zone: Zone,
-    specs: HashMap<Key, ServiceSpec>,
+    specs: HashMap<Key, Arc<ServiceSpec>>,
     /// `(namespace, service)` → slices by name.
     /// Sorted by slice name (a Vec: a BTreeMap leaf per service cost ~360 bytes each).
     slices_of: HashMap<Key, Vec<Arc<SliceData>>>,
@@ -722,8 +729,8 @@ impl ZoneBuilder {
             return;
         };
         let spec = convert_service(svc);
-        if self.specs.get(&key) != Some(&spec) {
-            self.specs.insert(key.clone(), spec);
+        if self.specs.get(&key).map(|s| &**s) != Some(&spec) {
+            self.specs.insert(key.clone(), Arc::new(spec));
             self.dirty.insert(key);
         }
     }
@@ -905,7 +912,7 @@ impl ZoneBuilder {
         std::mem::take(&mut self.pending_triggers)
     }
 
-    fn build_service(&self, key: &Key, spec: &ServiceSpec) -> ServiceData {
+    fn build_service(&self, key: &Key, spec: &Arc<ServiceSpec>) -> ServiceData {
         let slices: Box<[Arc<SliceData>]> = self
             .slices_of
             .get(key)
@@ -933,9 +940,7 @@ impl ZoneBuilder {
         ServiceData {
             namespace: key.ns().into(),
             name: key.name().into(),
-            kind: spec.kind.clone(),
-            cluster_ips: spec.cluster_ips.clone(),
-            ports: spec.ports.clone(),
+            spec: spec.clone(),
             slices,
             v4: v4.into(),
             v6: v6.into(),
