@@ -188,11 +188,11 @@ fn reason(zone: &Zone, qname: &[u8], result: &mut Value) -> String {
             json!({
                 "name": &*s.name,
                 "ports": s.ports.iter().map(|p| json!({"name": &*p.name, "port": p.port, "protocol": String::from_utf8_lossy(p.proto.label()).to_uppercase()})).collect::<Vec<_>>(),
-                "endpoints": s.endpoints.iter().map(|e| json!({
+                "endpoints": s.endpoints.iter().enumerate().map(|(i, e)| json!({
                     "ip": e.ip.to_string(),
-                    "hostname": e.hostname(),
+                    "hostname": s.hostname(i),
                     "ready": e.ready, "serving": e.serving, "terminating": e.terminating,
-                    "pod": e.unready_pod(),
+                    "pod": s.unready_pod(i),
                     "answered": e.is_ready(),
                     "why": if e.is_ready() {
                         if e.ready.is_none() { "conditions.ready is unset, which counts as ready" } else { "conditions.ready is true" }

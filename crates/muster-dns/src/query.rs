@@ -341,8 +341,7 @@ fn endpoint_matches<'z>(
 ) -> impl Iterator<Item = &'z crate::zone::EndpointData> + 'z {
     let parsed = parse_dashed_ip(label);
     svc.ready_endpoints()
-        .map(|(_, e)| e)
-        .filter(move |e| match e.hostname() {
+        .filter(move |(s, i, e)| match s.hostname(*i) {
             Some(h) => h.as_bytes() == label,
             None => {
                 parsed == Some(e.ip) && {
@@ -352,10 +351,17 @@ fn endpoint_matches<'z>(
                 }
             }
         })
+        .map(|(_, _, e)| e)
 }
 
-fn endpoint_label<'a>(e: &'a crate::zone::EndpointData, buf: &'a mut [u8; 64]) -> &'a [u8] {
-    match e.hostname() {
+/// The per-endpoint name of endpoint `i` of `slice`: its hostname, else its dashed IP.
+fn endpoint_label<'a>(
+    slice: &'a crate::zone::SliceData,
+    i: usize,
+    e: &crate::zone::EndpointData,
+    buf: &'a mut [u8; 64],
+) -> &'a [u8] {
+    match slice.hostname(i) {
         Some(h) => h.as_bytes(),
         None => {
             let n = dashed_ip(&e.ip, buf);
@@ -795,9 +801,9 @@ fn write_srv(
         ServiceKind::Headless => {
             for s in svc.slices.iter() {
                 for p in s.ports.iter().filter(|p| port_matches(p, filter)) {
-                    for e in s.endpoints.iter().filter(|e| e.is_ready()) {
+                    for (i, e) in s.endpoints.iter().enumerate().filter(|(_, e)| e.is_ready()) {
                         let mut buf = [0u8; 64];
-                        let label = endpoint_label(e, &mut buf);
+                        let label = endpoint_label(s, i, e, &mut buf);
                         let duplicate = written.as_slice().iter().any(|&(off, port)| {
                             port == p.port && {
                                 let len = w.buf[off] as usize;
@@ -936,9 +942,9 @@ fn respond_ptr<K>(
             let mut zone_ptr: Option<usize> = None;
             let mut write = |w: &mut Writer<'_>, r: &PtrEntry<K>| -> Result<(), Full> {
                 let at = w.record_start(wire::HEADER_LEN, rtype::PTR, ttl)?;
-                if let Some(e) = r.endpoint() {
+                if let Some((slice, i, e)) = r.endpoint() {
                     let mut buf = [0u8; 64];
-                    w.label(endpoint_label(e, &mut buf))?;
+                    w.label(endpoint_label(slice, i, e, &mut buf))?;
                 }
                 w.label(r.svc.name.as_bytes())?;
                 w.label(r.svc.namespace.as_bytes())?;
@@ -961,7 +967,8 @@ fn respond_ptr<K>(
                 // Identical PTRs (one IP in two slices of a service, same name) once.
                 let dup = all[..i].iter().any(|p| {
                     std::sync::Arc::ptr_eq(&p.svc, &r.svc)
-                        && p.endpoint().map(|e| e.hostname()) == r.endpoint().map(|e| e.hostname())
+                        && p.endpoint().map(|(s, i, _)| s.hostname(i))
+                            == r.endpoint().map(|(s, i, _)| s.hostname(i))
                 });
                 if !dup {
                     write(w, r)?;

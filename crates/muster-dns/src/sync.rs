@@ -307,7 +307,7 @@ mod tests {
         let (za, zb) = (a.publish(), b.publish());
         let slices = |z: &Zone| z.service("default", "web").unwrap().slices.clone();
         assert_eq!(slices(&za), slices(&zb));
-        assert_eq!(slices(&za)[0].endpoints[0].hostname(), Some("h"));
+        assert_eq!(slices(&za)[0].hostname(0), Some("h"));
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "default"},
             "spec": {"containers": [{"name": "c", "image": "i"}]},

@@ -243,7 +243,8 @@ pub struct PortData {
     pub port: u16,
 }
 
-/// One endpoint of a slice, reduced to what DNS needs (40 bytes: it is the unit of scale).
+/// One endpoint of a slice, reduced to what DNS needs: 22 bytes, no pointer (it is the unit
+/// of scale; names live in the slice's sparse `names` list).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointData {
     pub ip: IpAddr,
@@ -251,30 +252,12 @@ pub struct EndpointData {
     pub ready: Option<bool>,
     pub serving: Option<bool>,
     pub terminating: Option<bool>,
-    /// True when `name` is the `hostname`; false when it is the pod of a not-ready endpoint.
+    /// Whether the slice's `names` has an entry for this endpoint, and whether it is the hostname.
+    named: bool,
     name_is_hostname: bool,
-    /// The lower-case `hostname` (which replaces the dashed-IP name), or else, for a not-ready
-    /// endpoint, its pod (`targetRef.name`), kept to explain why it is left out.
-    name: Option<Box<str>>,
 }
 
 impl EndpointData {
-    pub fn new(ip: IpAddr, hostname: Option<&str>, ready: Option<bool>) -> Self {
-        EndpointData {
-            ip,
-            ready,
-            serving: None,
-            terminating: None,
-            name_is_hostname: hostname.is_some(),
-            name: hostname.map(|h| h.to_ascii_lowercase().into()),
-        }
-    }
-    pub fn hostname(&self) -> Option<&str> {
-        self.name.as_deref().filter(|_| self.name_is_hostname)
-    }
-    pub fn unready_pod(&self) -> Option<&str> {
-        self.name.as_deref().filter(|_| !self.name_is_hostname)
-    }
     /// nil counts as ready (the EndpointSlice API: "unknown state ... should be interpreted as ready").
     pub fn is_ready(&self) -> bool {
         self.ready != Some(false)
@@ -286,8 +269,35 @@ pub struct SliceData {
     pub name: Box<str>,
     pub ports: Box<[PortData]>,
     pub endpoints: Box<[EndpointData]>,
+    /// `(endpoint index, name)` sorted by index: the lower-case `hostname` (which replaces the
+    /// dashed-IP name) or, for a not-ready endpoint without one, its pod (`targetRef.name`),
+    /// kept to explain why it is left out.
+    names: Box<[(u32, Box<str>)]>,
     /// `endpoints.kubernetes.io/last-change-trigger-time` as unix milliseconds.
     pub trigger_time_ms: Option<i64>,
+}
+
+impl SliceData {
+    fn name_of(&self, i: usize) -> Option<&str> {
+        if !self.endpoints.get(i)?.named {
+            return None;
+        }
+        let at = self
+            .names
+            .binary_search_by_key(&(i as u32), |(j, _)| *j)
+            .ok()?;
+        Some(&self.names[at].1)
+    }
+    /// The `hostname` of endpoint `i`, if it has one.
+    pub fn hostname(&self, i: usize) -> Option<&str> {
+        self.name_of(i)
+            .filter(|_| self.endpoints[i].name_is_hostname)
+    }
+    /// The pod behind not-ready endpoint `i` (without a hostname), if known.
+    pub fn unready_pod(&self, i: usize) -> Option<&str> {
+        self.name_of(i)
+            .filter(|_| !self.endpoints[i].name_is_hostname)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,12 +341,17 @@ impl ServiceData {
             ServiceKind::ExternalName(target) => target.is_some(),
         }
     }
-    /// Ready endpoints with their slice: `(slice, endpoint)`.
-    pub fn ready_endpoints(&self) -> impl Iterator<Item = (&SliceData, &EndpointData)> {
+    /// Ready endpoints with their slice and index: `(slice, index, endpoint)`.
+    pub fn ready_endpoints(&self) -> impl Iterator<Item = (&SliceData, usize, &EndpointData)> {
         self.slices
             .iter()
-            .flat_map(|s| s.endpoints.iter().map(move |e| (&**s, e)))
-            .filter(|(_, e)| e.is_ready())
+            .flat_map(|s| {
+                s.endpoints
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, e)| (&**s, i, e))
+            })
+            .filter(|(_, _, e)| e.is_ready())
     }
 }
 
@@ -352,12 +367,14 @@ pub(crate) struct PtrEntry<K> {
 
 impl<K> PtrEntry<K> {
     pub const CLUSTER_IP: u32 = u32::MAX;
-    pub fn endpoint(&self) -> Option<&EndpointData> {
+    /// The endpoint this entry is for, with its slice and index (None for a ClusterIP).
+    pub fn endpoint(&self) -> Option<(&SliceData, usize, &EndpointData)> {
         if self.at == Self::CLUSTER_IP {
             return None;
         }
         let slice = self.svc.slices.get((self.at >> 16) as usize)?;
-        slice.endpoints.get((self.at & 0xffff) as usize)
+        let i = (self.at & 0xffff) as usize;
+        Some((slice, i, slice.endpoints.get(i)?))
     }
 }
 
@@ -633,6 +650,7 @@ fn convert_slice(slice: &EndpointSlice) -> SliceData {
             })
         })
         .collect();
+    let mut names = Vec::new();
     let endpoints = slice
         .endpoints
         .iter()
@@ -649,14 +667,24 @@ fn convert_slice(slice: &EndpointSlice) -> SliceData {
                 .then(|| e.target_ref.as_ref().and_then(|t| t.name.as_deref()))
                 .flatten()
                 .map(Into::into);
-            Some(EndpointData {
+            let name_is_hostname = hostname.is_some();
+            let name = hostname.or(unready_pod);
+            Some((ip, cond, name, name_is_hostname))
+        })
+        .enumerate()
+        .map(|(i, (ip, cond, name, name_is_hostname))| {
+            let named = name.is_some();
+            if let Some(n) = name {
+                names.push((i as u32, n));
+            }
+            EndpointData {
                 ip,
-                ready,
+                ready: cond.ready,
                 serving: cond.serving,
                 terminating: cond.terminating,
-                name_is_hostname: hostname.is_some(),
-                name: hostname.or(unready_pod),
-            })
+                named,
+                name_is_hostname,
+            }
         })
         .collect();
     let trigger_time_ms = slice
@@ -676,6 +704,7 @@ fn convert_slice(slice: &EndpointSlice) -> SliceData {
             .into(),
         ports,
         endpoints,
+        names: names.into(),
         trigger_time_ms,
     }
 }
@@ -1101,6 +1130,13 @@ mod tests {
         for bad in ["1-2-3", "a-b-c-d", "1-2-3-256", "", "1--2-3-4x"] {
             assert_eq!(parse_dashed_ip(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn per_endpoint_data_stays_small() {
+        // 100k endpoints must fit the 15 MB data budget: no pointer per endpoint.
+        assert!(std::mem::size_of::<EndpointData>() <= 24);
+        assert!(std::mem::size_of::<PtrEntry<u32>>() <= 16);
     }
 
     #[test]
