@@ -172,11 +172,21 @@ impl Dns {
     }
 
     /// Stops the servers and waits for the UDP threads.
-    pub fn shutdown(self) {
-        if let Some(t) = self.metrics_task {
+    pub fn shutdown(mut self) {
+        if let Some(t) = self.metrics_task.take() {
             t.abort();
         }
-        self.servers.shutdown();
+        self.servers.stop_and_join();
+    }
+}
+
+/// Dropping a running server (e.g. with `run`'s future) stops everything it started: the UDP
+/// threads and TCP listeners through [`ServerHandle`]'s own drop, the ops endpoint here.
+impl Drop for Dns {
+    fn drop(&mut self) {
+        if let Some(t) = self.metrics_task.take() {
+            t.abort();
+        }
     }
 }
 

@@ -128,6 +128,10 @@ impl ServerHandle {
     /// Stops the UDP threads (within their 200 ms receive timeout) and the TCP listeners,
     /// and waits for the threads.
     pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    pub(crate) fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.tcp_stop.send(true);
         for t in std::mem::take(&mut self.threads) {

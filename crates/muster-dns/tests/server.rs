@@ -567,3 +567,26 @@ async fn idle_tcp_connections_are_closed() {
     .await;
     dns.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_server_stops_every_listener() {
+    let dns = Dns::start(&config(vec![]), common::zone()).await.unwrap();
+    let (udp_addr, ops) = (dns.servers.udp_addrs[0], dns.metrics_addr.unwrap());
+    drop(dns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocking(move || {
+        let q = common::query(
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::A,
+            1,
+            false,
+        );
+        assert!(udp(udp_addr, &q).is_none(), "UDP still answers");
+        assert!(TcpStream::connect(udp_addr).is_err(), "TCP still accepts");
+        assert!(
+            TcpStream::connect(ops).is_err(),
+            "the ops endpoint still accepts"
+        );
+    })
+    .await;
+}
