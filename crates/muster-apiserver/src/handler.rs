@@ -140,6 +140,8 @@ pub async fn dispatch(state: &Arc<State>, route: Route, req: Request<Incoming>) 
     let query = Query::parse(req.uri().query());
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     if !read_only && !matches!(route, Route::Resource(_)) {
+        // As in `resource`: read the body first so the client sees the 405, not a reset.
+        let _ = read_body(req.into_body()).await;
         return error_response(&ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
         ));
@@ -561,7 +563,12 @@ async fn resource(
             let opts = DeleteOptions::parse(&query, &parts.headers, &bytes)?;
             delete_collection(state, &rp, &query, &opts).await
         }
-        _ => Err(not_allowed()),
+        _ => {
+            // Read the body before refusing: answering while the client is still sending
+            // makes some clients (curl over HTTP/2) see a reset stream instead of the 405.
+            let _ = read_body(req.into_body()).await;
+            Err(not_allowed())
+        }
     }
 }
 
@@ -1427,6 +1434,15 @@ fn replicas_from_scale(scale: &Value, rt: &ResourceType, name: &str) -> ApiResul
     }
 }
 
+/// The body of a subresource write that takes JSON or YAML (Scale, Binding, DeleteOptions).
+fn parse_options_body(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+    match media_type(headers).as_str() {
+        "application/json" | "" => parse_json(bytes),
+        "application/yaml" => parse_yaml(bytes),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
 async fn put_scale(
     state: &State,
     rp: &ResourcePath,
@@ -1437,23 +1453,39 @@ async fn put_scale(
     let rt = rp.rt;
     let name = rp.name.clone().unwrap_or_default();
     let opts = WriteOptions::from_request(query, headers)?;
-    let scale = match media_type(headers).as_str() {
-        "application/json" | "" => parse_json(bytes)?,
-        "application/yaml" => parse_yaml(bytes)?,
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
+    let scale = parse_options_body(headers, bytes)?;
     check_name(&scale, &name)?;
-    let replicas = replicas_from_scale(&scale, rt, &name)?;
+    // An invalid Scale is refused before the object is read.
+    replicas_from_scale(&scale, rt, &name)?;
+    write_scale(state, rp, &name, &opts, &mut |_current: &Value| {
+        Ok(scale.clone())
+    })
+    .await
+}
+
+/// Writes `spec.replicas` of a workload from a Scale that `scale_of` derives from the current
+/// object (the PUT body, or the current Scale with a patch applied), honouring the Scale's
+/// resourceVersion and uid preconditions, and answers with the resulting Scale.
+async fn write_scale(
+    state: &State,
+    rp: &ResourcePath,
+    name: &str,
+    opts: &WriteOptions,
+    scale_of: &mut (dyn FnMut(&Value) -> ApiResult<Value> + Send),
+) -> ApiResult<Response<Body>> {
+    let rt = rp.rt;
     let updated = update_object(
         state,
         rt,
         rp.namespace.as_deref(),
-        &name,
+        name,
         None,
         opts.dry_run,
         Some(&opts.field_manager),
         &mut |current: &Value| {
-            check_precondition(rt, &name, &scale, current)?;
+            let scale = scale_of(current)?;
+            check_precondition(rt, name, &scale, current)?;
+            let replicas = replicas_from_scale(&scale, rt, name)?;
             let mut out = current.clone();
             out["spec"]["replicas"] = json!(replicas);
             Ok(out)
@@ -1481,27 +1513,10 @@ async fn patch_scale(
         PatchType::Apply => parse_yaml(bytes)?,
         _ => parse_json(bytes)?,
     };
-    let scale_rt = rt;
-    let updated = update_object(
-        state,
-        rt,
-        rp.namespace.as_deref(),
-        &name,
-        None,
-        opts.dry_run,
-        Some(&opts.field_manager),
-        &mut |current: &Value| {
-            let scale = to_scale(current);
-            let patched = compat::apply_patch(kind, scale_rt, &scale, &patch_doc)?;
-            check_precondition(rt, &name, &patched, current)?;
-            let replicas = replicas_from_scale(&patched, rt, &name)?;
-            let mut out = current.clone();
-            out["spec"]["replicas"] = json!(replicas);
-            Ok(out)
-        },
-    )
-    .await?;
-    Ok(json_response(StatusCode::OK, &to_scale(&updated)))
+    write_scale(state, rp, &name, &opts, &mut |current: &Value| {
+        compat::apply_patch(kind, rt, &to_scale(current), &patch_doc)
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1516,11 +1531,7 @@ async fn binding(
 ) -> ApiResult<Response<Body>> {
     let name = rp.name.clone().unwrap_or_default();
     let opts = WriteOptions::from_request(query, headers)?;
-    let body = match media_type(headers).as_str() {
-        "application/json" | "" => parse_json(bytes)?,
-        "application/yaml" => parse_yaml(bytes)?,
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
+    let body = parse_options_body(headers, bytes)?;
     let node = body
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -1705,11 +1716,7 @@ impl DeleteOptions {
         let body = if bytes.is_empty() {
             json!({})
         } else {
-            match media_type(headers).as_str() {
-                "application/json" | "" => parse_json(bytes)?,
-                "application/yaml" => parse_yaml(bytes)?,
-                other => return Err(ApiError::unsupported_media_type(other)),
-            }
+            parse_options_body(headers, bytes)?
         };
         let mut o = DeleteOptions::from_value(&body)?;
         if let Some(g) = query.i64_param("gracePeriodSeconds")? {
