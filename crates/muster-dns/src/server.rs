@@ -161,6 +161,31 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// Binds `workers` UDP sockets and one TCP listener on `addr`. With port 0 the kernel picks a
+/// free UDP port, which TCP may not have free (another process's ephemeral connection): then
+/// pick again, a bounded number of times.
+async fn bind_pair(
+    addr: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, TcpListener, SocketAddr)> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let first =
+            udp_socket(addr, true).map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}"))?;
+        let bound = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(udp_socket(bound, true)?);
+        }
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((sockets, tcp, bound)),
+            Err(e) => last = Some(anyhow::anyhow!("binding TCP {bound}: {e}")),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
 /// Binds UDP (`workers` sockets per address) and TCP on each address and starts serving.
 /// A port of 0 picks a free port, the same one for UDP and TCP.
 pub async fn serve(
@@ -179,16 +204,7 @@ pub async fn serve(
     };
     let workers = workers.max(1);
     for &addr in listen {
-        let first =
-            udp_socket(addr, true).map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}"))?;
-        let bound = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..workers {
-            sockets.push(udp_socket(bound, true)?);
-        }
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding TCP {bound}: {e}"))?;
+        let (sockets, tcp, bound) = bind_pair(addr, workers).await?;
         handle.udp_addrs.push(bound);
         handle.tcp_addrs.push(tcp.local_addr()?);
         for (i, sock) in sockets.into_iter().enumerate() {
