@@ -132,9 +132,13 @@ pub enum StoreError {
         requested: Revision,
         current: Revision,
     },
-    /// The backend cannot be reached or answered too late (503/504).
+    /// The backend cannot be reached (503).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The backend gave no answer within the request timeout (504). A write that timed out
+    /// may still take effect.
+    #[error("storage timed out: {0}")]
+    Timeout(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("storage I/O error: {0}")]
