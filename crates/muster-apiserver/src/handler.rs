@@ -93,8 +93,17 @@ impl State {
 
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
+        // No Retry-After on storage outages: client-go re-sends a 5xx that carries one up to
+        // ten times, so kubectl would sit silent for a minute instead of saying what is wrong.
         StoreError::Unavailable(m) => {
-            ApiError::service_unavailable(format!("storage is unavailable: {m}"))
+            let mut e = ApiError::service_unavailable(format!("storage is unavailable: {m}"));
+            e.retry_after_seconds = None;
+            e
+        }
+        StoreError::Timeout(m) => {
+            let mut e = ApiError::timeout(format!("storage did not answer in time: {m}"));
+            e.retry_after_seconds = None;
+            e
         }
         StoreError::Gone { requested, oldest } => {
             ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
