@@ -29,11 +29,19 @@
 //!   started with a shorter one; muster's docs recommend 5s). A client-side `RequestProgress`
 //!   is not used: etcd 3.4 answers it with the store revision even for a watcher that has not
 //!   caught up, which could make a bookmark claim revisions whose events are still coming.
-//! - **Failures.** A request that fails to reach etcd, has no leader, or takes longer than
-//!   [`EtcdOptions::request_timeout`] is answered `Unavailable` (503/504), never with a
-//!   guess. A write that timed out may still have been committed, as with any etcd client;
-//!   the caller sees Unavailable and re-reads. The gRPC channel reconnects by itself, so the
-//!   store recovers when etcd is back, with no restart.
+//! - **Failures.** A request that fails to reach etcd or finds no leader is answered
+//!   `Unavailable` (the API's 503); one that gets no answer within
+//!   [`EtcdOptions::request_timeout`] (or that etcd itself reports as timed out) is answered
+//!   `Timeout` (the API's 504). Never a guess: a write that timed out may still have been
+//!   committed, as with any etcd client, and the caller re-reads. The gRPC channel reconnects
+//!   by itself, so the store recovers when etcd is back, with no restart.
+//! - **[`Store::revision`]** is the highest etcd revision this store has seen in any response,
+//!   not etcd's live revision: the trait's method is synchronous, so it cannot ask etcd, and
+//!   following every write of every API server would cost a full watch stream per process.
+//!   What it promises is enough for its callers: it is at least the revision of everything
+//!   this store has returned, so a resourceVersion taken from it never hides an object or an
+//!   event that this process already handed out. Anything that needs etcd's present revision
+//!   asks for it (a list, or [`Store::watch`], which reads it first).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,7 +68,7 @@ pub struct EtcdOptions {
     pub key_prefix: String,
     /// Client certificate, key and CA for an etcd that requires TLS (`https://` endpoints).
     pub tls: Option<EtcdTls>,
-    /// The longest a single request may take before it is answered `Unavailable`; also how
+    /// The longest a single request may take before it is answered `Timeout`; also how
     /// long a broken watch keeps trying to resume before it ends with `Unavailable`.
     pub request_timeout: Duration,
     /// The longest a TCP/TLS connection attempt to one member may take.
@@ -142,7 +150,12 @@ impl EtcdStore {
             Client::connect(endpoints, Some(connect)),
         )
         .await
-        .map_err(|_| timed_out("connecting", options.request_timeout))?
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "etcd connecting: no answer within {:?}",
+                options.request_timeout
+            ))
+        })?
         .map_err(|e| etcd_error("connecting", e))?;
         let store = Arc::new(EtcdStore {
             kv: client
@@ -157,7 +170,11 @@ impl EtcdStore {
             options,
             revision: AtomicU64::new(0),
         });
-        store.current_revision().await?;
+        // At connect time a timeout also just means "cannot use this cluster".
+        store.current_revision().await.map_err(|e| match e {
+            StoreError::Timeout(message) => StoreError::Unavailable(message),
+            other => other,
+        })?;
         tracing::info!(
             endpoints = ?endpoints,
             revision = store.revision(),
@@ -194,6 +211,7 @@ impl EtcdStore {
             .await
             .map_err(|failure| match failure {
                 Failure::TimedOut => timed_out(what, self.options.request_timeout),
+                Failure::Unreachable(e) => unreachable(what, self.options.request_timeout, e),
                 Failure::Etcd(e) => etcd_error(what, e),
             })
     }
@@ -205,14 +223,24 @@ impl EtcdStore {
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.options.request_timeout;
+        // Once an attempt could not reach any member, a later one that hangs is most likely
+        // waiting for a connection too: running out of time then means "unreachable".
+        let mut not_sent: Option<etcd_client::Error> = None;
         loop {
             match tokio::time::timeout_at(deadline, request(self.kv.clone())).await {
-                Err(_) => return Err(Failure::TimedOut),
+                Err(_) => {
+                    return Err(match not_sent {
+                        Some(e) => Failure::Unreachable(e),
+                        None => Failure::TimedOut,
+                    });
+                }
                 Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(e))
-                    if never_sent(&e) && tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
-                {
+                Ok(Err(e)) if never_sent(&e) => {
+                    if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                        return Err(Failure::Unreachable(e));
+                    }
                     tracing::debug!(error = %e, "etcd {what}: not sent; retrying");
+                    not_sent = Some(e);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Ok(Err(e)) => return Err(Failure::Etcd(e)),
@@ -412,6 +440,8 @@ impl EtcdStore {
 /// Why [`EtcdStore::call_raw`] got no answer.
 enum Failure {
     TimedOut,
+    /// Every attempt failed to reach a member until the time was up (the last error).
+    Unreachable(etcd_client::Error),
     Etcd(etcd_client::Error),
 }
 
@@ -594,6 +624,9 @@ impl Store for EtcdStore {
                     }
                     Err(Failure::TimedOut) => {
                         return Err(timed_out("watch", self.options.request_timeout));
+                    }
+                    Err(Failure::Unreachable(e)) => {
+                        return Err(unreachable("watch", self.options.request_timeout, e));
                     }
                     Err(Failure::Etcd(e)) => return Err(etcd_error("watch", e)),
                 }
@@ -921,17 +954,30 @@ const MAX_RESPONSE_BYTES: usize = 1 << 31;
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 fn timed_out(what: &str, timeout: Duration) -> StoreError {
-    StoreError::Unavailable(format!("etcd {what}: no answer within {timeout:?}"))
+    StoreError::Timeout(format!("etcd {what}: no answer within {timeout:?}"))
 }
 
-/// Maps an etcd client error. Anything that means "could not get an answer" is
-/// `Unavailable`; the rest are programming or configuration errors, reported as I/O errors.
+fn unreachable(what: &str, timeout: Duration, last: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(format!(
+        "etcd {what}: no member reachable within {timeout:?}: {last}"
+    ))
+}
+
+/// Maps an etcd client error. "The answer did not come in time" (a deadline, or etcd's own
+/// "request timed out" when a proposal was not committed in time) is `Timeout`; anything else
+/// that means "could not get an answer" is `Unavailable`; the rest are programming or
+/// configuration errors, reported as I/O errors.
 fn etcd_error(what: &str, error: etcd_client::Error) -> StoreError {
     use grpc_code::*;
     match &error {
+        etcd_client::Error::GRpcStatus(status)
+            if status.code() as i32 == DEADLINE_EXCEEDED
+                || status.message().contains("request timed out") =>
+        {
+            StoreError::Timeout(format!("etcd {what}: {}", status.message()))
+        }
         etcd_client::Error::GRpcStatus(status) => match status.code() as i32 {
-            UNAVAILABLE | DEADLINE_EXCEEDED | CANCELLED | ABORTED | RESOURCE_EXHAUSTED
-            | UNKNOWN | INTERNAL => {
+            UNAVAILABLE | CANCELLED | ABORTED | RESOURCE_EXHAUSTED | UNKNOWN | INTERNAL => {
                 StoreError::Unavailable(format!("etcd {what}: {}", status.message()))
             }
             _ => StoreError::Io(format!("etcd {what}: {error}")),

@@ -1,6 +1,9 @@
 //! Helpers shared by the store's integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod behaviour;
+pub mod etcd;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +68,30 @@ pub fn summary(event: &Event) -> (&'static str, String, u64) {
     }
 }
 
-pub async fn create_all(store: &RedbStore, keys: &[&str]) {
+/// The next event that is not a progress notification.
+pub async fn next_change(stream: &mut WatchStream) -> Option<Result<Event, StoreError>> {
+    loop {
+        match next_event(stream).await {
+            Some(Ok(Event::Progress(_))) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Asserts that no change arrives within a moment (progress notifications are allowed): for
+/// backends whose events come from another process.
+pub async fn assert_no_change(stream: &mut WatchStream) {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    loop {
+        match stream.rx.try_recv() {
+            Ok(Ok(Event::Progress(_))) => continue,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return,
+            other => panic!("expected no change, got {other:?}"),
+        }
+    }
+}
+
+pub async fn create_all<S: Store + ?Sized>(store: &S, keys: &[&str]) {
     for key in keys {
         store.create(key, pod(key)).await.expect("create");
     }
