@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -47,9 +48,49 @@ pub struct StoreArgs {
     /// Where objects live: the embedded redb file under the data dir, or an etcd cluster.
     #[arg(long, value_enum, default_value = "redb")]
     pub store: StoreKind,
-    /// Comma-separated etcd client URLs (with `--store etcd`).
-    #[arg(long, value_delimiter = ',')]
+    /// Comma-separated etcd client URLs, all http:// or all https:// (with `--store etcd`).
+    #[arg(long, value_delimiter = ',', visible_alias = "etcd-servers")]
     pub etcd_endpoints: Vec<String>,
+    /// Put in front of every key in etcd, e.g. `/cluster-a` stores `/cluster-a/registry/...`,
+    /// so that several clusters can share one etcd (default: none, keys are `/registry/...`).
+    #[arg(long)]
+    pub etcd_prefix: Option<String>,
+    /// CA that signed the etcd members' serving certificates (needed for https:// endpoints).
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd's `--client-cert-auth` (with --etcd-keyfile).
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Key of --etcd-certfile.
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// How long one etcd request may take before the API answers 504 Timeout, e.g. `5s`,
+    /// `1500ms` (default 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub etcd_request_timeout: Option<Duration>,
+}
+
+/// A duration as Kubernetes flags take it: a number with a unit (`ms`, `s`, `m`, `h`),
+/// e.g. `500ms`, `5s`, `1.5m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 5s, 500ms or 1m");
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.trim().parse().map_err(|_| bad())?;
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let seconds = number * seconds_per_unit;
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -99,6 +140,13 @@ pub struct UpArgs {
 pub struct ControllersArgs {
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    /// How long the controllers' Lease (kube-system/muster-controllers) stays valid without
+    /// renewal: a standby takes over at most this long after the leader dies. Whole seconds.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub leader_elect_lease_duration: Duration,
+    /// How often the leader renews the Lease and a standby checks whether it expired.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub leader_elect_retry_period: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -66,11 +67,35 @@ pub fn dns_config(
     }
 }
 
+/// The Lease settings of `muster controllers`, checked.
+pub fn leader_election(
+    args: &ControllersArgs,
+) -> anyhow::Result<muster_controllers::leader::LeaderElection> {
+    let lease = args.leader_elect_lease_duration;
+    let retry = args.leader_elect_retry_period;
+    // A Lease holds whole seconds.
+    if lease < Duration::from_secs(1) || lease.subsec_nanos() != 0 {
+        anyhow::bail!("--leader-elect-lease-duration must be whole seconds, at least 1s");
+    }
+    if retry.is_zero() || retry >= lease {
+        anyhow::bail!(
+            "--leader-elect-retry-period ({retry:?}) must be more than zero and shorter than \
+             --leader-elect-lease-duration ({lease:?}), or the leader loses its lease"
+        );
+    }
+    Ok(muster_controllers::leader::LeaderElection {
+        lease_duration: lease,
+        renew_interval: retry,
+        ..Default::default()
+    })
+}
+
 pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
+    let leader_election = leader_election(&args)?;
     let client = client_from_kubeconfig(&args.kubeconfig).await?;
     let config = muster_controllers::ControllersConfig {
         // Separate controller processes elect one leader through a Lease.
-        leader_election: Some(muster_controllers::leader::LeaderElection::default()),
+        leader_election: Some(leader_election),
         ..Default::default()
     };
     let (ready, _) = watch::channel(false);
@@ -169,5 +194,47 @@ impl muster_apiserver::NodeProxy for AgentProxy {
             )
             .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn lease_flags_are_checked() {
+        let secs = Duration::from_secs;
+        // (flags, Ok((lease, renew)) or Err(part of the message))
+        type Want = Result<(Duration, Duration), &'static str>;
+        let cases: &[(&str, Want)] = &[
+            ("", Ok((secs(15), secs(2)))),
+            (
+                "--leader-elect-lease-duration 3s --leader-elect-retry-period 500ms",
+                Ok((secs(3), Duration::from_millis(500))),
+            ),
+            ("--leader-elect-lease-duration 1500ms", Err("whole seconds")),
+            ("--leader-elect-lease-duration 0s", Err("whole seconds")),
+            ("--leader-elect-lease-duration 2s", Err("shorter than")),
+            ("--leader-elect-retry-period 0s", Err("more than zero")),
+            ("--leader-elect-retry-period 2", Err("not a duration")),
+        ];
+        for (flags, want) in cases {
+            let argv = format!("muster controllers --kubeconfig k {flags}");
+            let got = Cli::try_parse_from(argv.split_whitespace())
+                .map_err(|e| e.to_string())
+                .and_then(|cli| match cli.command {
+                    Command::Controllers(args) => leader_election(&args).map_err(|e| e.to_string()),
+                    _ => unreachable!("parsed as controllers"),
+                })
+                .map(|le| (le.lease_duration, le.renew_interval));
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{flags}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{flags}: {got}"),
+                (got, want) => panic!("{flags}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -3,9 +3,14 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+/// Loopback etcd clusters, shared with the store's tests.
+#[path = "../../../muster-store/tests/common/etcd.rs"]
+pub mod etcd;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const KUBECTL: &str = "/usr/bin/kubectl";
@@ -69,20 +74,84 @@ pub struct Server {
     pub cache: tempfile::TempDir,
     child: Option<Child>,
     pub log: PathBuf,
+    /// Flags after `muster apiserver --data-dir D --api-listen 127.0.0.1:0` (the store).
+    args: Vec<String>,
+    /// Other API servers of the same cluster that kubectl commands also go to, in turn.
+    peers: Vec<Server>,
+    turn: AtomicUsize,
+}
+
+/// `muster apiserver` flags for an etcd store: the cluster's endpoints and a key prefix that
+/// keeps this test's objects apart from those of other tests on the same etcd.
+pub fn etcd_args(endpoints: &[String], prefix: &str) -> Vec<String> {
+    vec![
+        "--store".into(),
+        "etcd".into(),
+        "--etcd-endpoints".into(),
+        endpoints.join(","),
+        "--etcd-prefix".into(),
+        prefix.into(),
+        // Short, so that outage tests see answers quickly.
+        "--etcd-request-timeout".into(),
+        "2s".into(),
+    ]
 }
 
 impl Server {
     /// Starts a server on a fresh data dir and waits until `/readyz` is ok.
     pub fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server {
-            dir,
+        Server::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with more `muster apiserver` flags (for example a store).
+    pub fn start_with(args: &[String]) -> Server {
+        let mut s = Server::new(args);
+        s.launch();
+        s
+    }
+
+    /// Starts another API server of `first`'s cluster: same flags (so the same store), same
+    /// CA and token, its own data dir and port. A kubeconfig of either works for both.
+    pub fn start_peer(first: &Server) -> Server {
+        let mut s = Server::new(&first.args);
+        let pki = s.dir.path().join("pki");
+        std::fs::create_dir_all(&pki).expect("pki dir");
+        for file in ["ca.crt", "ca.key", "token"] {
+            std::fs::copy(first.dir.path().join("pki").join(file), pki.join(file))
+                .expect("copying the cluster's CA and token");
+        }
+        s.launch();
+        s
+    }
+
+    /// Two API servers on the etcd at `endpoints` under `prefix`; kubectl commands through
+    /// the returned server alternate between them, so every transcript step that reads what
+    /// the previous one wrote crosses from one API server to the other.
+    pub fn start_pair_on_etcd(endpoints: &[String], prefix: &str) -> Server {
+        let mut first = Server::start_with(&etcd_args(endpoints, prefix));
+        let second = Server::start_peer(&first);
+        first.peers.push(second);
+        first
+    }
+
+    fn new(args: &[String]) -> Server {
+        Server {
+            dir: tempfile::tempdir().expect("tempdir"),
             cache: tempfile::tempdir().expect("tempdir"),
             child: None,
             log: PathBuf::new(),
-        };
-        s.launch();
-        s
+            args: args.to_vec(),
+            peers: Vec::new(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn peers(&self) -> &[Server] {
+        &self.peers
+    }
+
+    pub fn peers_mut(&mut self) -> &mut Vec<Server> {
+        &mut self.peers
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -109,6 +178,7 @@ impl Server {
             .args(["apiserver", "--data-dir"])
             .arg(self.dir.path())
             .args(["--api-listen", "127.0.0.1:0"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -131,7 +201,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         loop {
-            let r = self.kubectl(&["get", "--raw", "/readyz"]);
+            let r = self.own_kubectl(&["get", "--raw", "/readyz"]);
             if r.code == 0 && r.stdout.trim() == "ok" {
                 break;
             }
@@ -179,13 +249,31 @@ impl Server {
         }
     }
 
+    /// kubectl against this server, or with peers, against the next API server in turn.
     fn kubectl_command(&self, args: &[&str]) -> Command {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % (self.peers.len() + 1);
+        match turn {
+            0 => self.own_kubectl_command(args),
+            peer => self.peers[peer - 1].own_kubectl_command(args),
+        }
+    }
+
+    fn own_kubectl_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(KUBECTL);
         cmd.env("KUBECONFIG", self.kubeconfig())
             .env_remove("KUBECTL_EXTERNAL_DIFF")
             .arg(format!("--cache-dir={}", self.cache.path().display()))
             .args(args);
         cmd
+    }
+
+    /// kubectl against this server only, whatever its peers.
+    pub fn own_kubectl(&self, args: &[&str]) -> Run {
+        Run::from(
+            self.own_kubectl_command(args)
+                .output()
+                .expect("running kubectl"),
+        )
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Run {
