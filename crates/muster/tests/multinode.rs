@@ -20,8 +20,9 @@ fn cluster() -> Option<(Etcd, Server, Server)> {
         return None;
     }
     let etcd = Etcd::start(3)?;
-    let a = Server::start_with(&etcd_args(&etcd.endpoints(), "/multinode"));
-    let b = Server::start_peer(&a);
+    let args = etcd_args(&etcd.endpoints(), "/multinode");
+    let a = Server::start_with(&args);
+    let b = Server::start_peer(&a, &args);
     Some((etcd, a, b))
 }
 
@@ -603,4 +604,73 @@ fn an_etcd_outage_answers_504_or_503_and_the_api_recovers() {
         )
         .ok();
     }
+}
+
+/// `muster up --store etcd`: the controllers and the DNS of the one process work from etcd, and
+/// a separate `muster apiserver` on the same etcd sees what they did.
+#[test]
+fn muster_up_on_etcd_runs_controllers_and_dns_from_it() {
+    if !tools_present(false) {
+        return;
+    }
+    if Command::new("dig").arg("-v").output().is_err() {
+        eprintln!("skipping: dig is not installed (dnsutils)");
+        return;
+    }
+    let Some(etcd) = Etcd::start(3) else {
+        return;
+    };
+    let store = etcd_args(&etcd.endpoints(), "/up");
+    let dns_port = common::etcd::free_port();
+    let mut up_args = vec![
+        "--no-agent".to_string(),
+        "--dns-listen".into(),
+        format!("127.0.0.1:{dns_port}"),
+        "--dns-upstream".into(),
+        "127.0.0.1:9".into(),
+    ];
+    up_args.extend(store.iter().cloned());
+    let up = Server::start_up(&up_args);
+    let other = Server::start_peer(&up, &store);
+    up.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ])
+    .ok();
+    // The controllers in `muster up` create the pods; the other API server lists them.
+    wait_for(
+        Duration::from_secs(30),
+        "two pods through the other API server",
+        || {
+            let pods = other
+                .kubectl(&["get", "pods", "-l", "app=web", "-o", "name"])
+                .ok();
+            (pods.stdout.lines().count() == 2).then_some(())
+        },
+    );
+    other
+        .kubectl(&["create", "service", "clusterip", "web", "--tcp=80"])
+        .ok();
+    let ip = other
+        .kubectl(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .ok()
+        .stdout;
+    // The DNS of `muster up` answers for a Service created through the other API server.
+    wait_for(Duration::from_secs(20), "the DNS answers for web", || {
+        let out = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &dns_port.to_string(),
+                "+short",
+                "+time=1",
+            ])
+            .args(["+tries=1", "web.default.svc.cluster.local"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == ip).then_some(())
+    });
 }

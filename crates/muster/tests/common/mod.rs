@@ -74,7 +74,9 @@ pub struct Server {
     pub cache: tempfile::TempDir,
     child: Option<Child>,
     pub log: PathBuf,
-    /// Flags after `muster apiserver --data-dir D --api-listen 127.0.0.1:0` (the store).
+    /// `apiserver`, or `up` for everything in one process.
+    command: &'static str,
+    /// Flags after `muster COMMAND --data-dir D --api-listen 127.0.0.1:0` (the store).
     args: Vec<String>,
     /// Other API servers of the same cluster that kubectl commands also go to, in turn.
     peers: Vec<Server>,
@@ -105,15 +107,22 @@ impl Server {
 
     /// Like [`Server::start`], with more `muster apiserver` flags (for example a store).
     pub fn start_with(args: &[String]) -> Server {
-        let mut s = Server::new(args);
+        let mut s = Server::new("apiserver", args);
         s.launch();
         s
     }
 
-    /// Starts another API server of `first`'s cluster: same flags (so the same store), same
-    /// CA and token, its own data dir and port. A kubeconfig of either works for both.
-    pub fn start_peer(first: &Server) -> Server {
-        let mut s = Server::new(&first.args);
+    /// `muster up` (API server, controllers, DNS; with `--no-agent` no pods run) with `args`.
+    pub fn start_up(args: &[String]) -> Server {
+        let mut s = Server::new("up", args);
+        s.launch();
+        s
+    }
+
+    /// Starts another `muster apiserver` of `first`'s cluster with `args` (the same store),
+    /// the same CA and token, its own data dir and port. A kubeconfig of either works for both.
+    pub fn start_peer(first: &Server, args: &[String]) -> Server {
+        let mut s = Server::new("apiserver", args);
         let pki = s.dir.path().join("pki");
         std::fs::create_dir_all(&pki).expect("pki dir");
         for file in ["ca.crt", "ca.key", "token"] {
@@ -128,14 +137,16 @@ impl Server {
     /// the returned server alternate between them, so every transcript step that reads what
     /// the previous one wrote crosses from one API server to the other.
     pub fn start_pair_on_etcd(endpoints: &[String], prefix: &str) -> Server {
-        let mut first = Server::start_with(&etcd_args(endpoints, prefix));
-        let second = Server::start_peer(&first);
+        let args = etcd_args(endpoints, prefix);
+        let mut first = Server::start_with(&args);
+        let second = Server::start_peer(&first, &args);
         first.peers.push(second);
         first
     }
 
-    fn new(args: &[String]) -> Server {
+    fn new(command: &'static str, args: &[String]) -> Server {
         Server {
+            command,
             dir: tempfile::tempdir().expect("tempdir"),
             cache: tempfile::tempdir().expect("tempdir"),
             child: None,
@@ -175,7 +186,7 @@ impl Server {
             .expect("log file");
         self.log = self.dir.path().join("muster.log");
         let child = Command::new(env!("CARGO_BIN_EXE_muster"))
-            .args(["apiserver", "--data-dir"])
+            .args([self.command, "--data-dir"])
             .arg(self.dir.path())
             .args(["--api-listen", "127.0.0.1:0"])
             .args(&self.args)
