@@ -287,86 +287,93 @@ pub fn reconcile(obs: &Observed) -> Plan {
     });
 
     let mut created = false;
-    if !deleting && !paused {
-        match new_rs {
-            None => {
-                let size = if is_recreate(d) {
-                    if old_total > 0 || old_pods_running {
-                        None
+    if !deleting {
+        if paused || is_scaling_event(d, new_rs, &olds) {
+            // A paused Deployment, or one whose size changed (`kubectl scale`), only scales:
+            // mid-rollout the change is spread over the active ReplicaSets.
+            scale(d, new_rs, &olds, surge, &mut plan);
+        } else {
+            match new_rs {
+                None => {
+                    let size = if is_recreate(d) {
+                        if old_total > 0 || old_pods_running {
+                            None
+                        } else {
+                            Some(want)
+                        }
                     } else {
-                        Some(want)
+                        let current: i32 = old_total;
+                        let room = (want + surge - current).max(0);
+                        Some(room.min(want))
+                    };
+                    if let Some(size) = size {
+                        plan.create =
+                            Some(new_replicaset(d, &hash, max_old_revision + 1, surge, size));
+                        created = true;
                     }
-                } else {
-                    let current: i32 = old_total;
-                    let room = (want + surge - current).max(0);
-                    Some(room.min(want))
-                };
-                if let Some(size) = size {
-                    plan.create = Some(new_replicaset(d, &hash, max_old_revision + 1, surge, size));
-                    created = true;
-                }
-                if is_recreate(d) {
-                    scale_down_all(&olds, &mut plan, d, surge);
-                }
-            }
-            Some(new) => {
-                let new_revision = revision(&new.metadata);
-                let new_size = rs_replicas(new);
-                let mut annotations_stale = new_revision <= max_old_revision
-                    || new
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(ANN_DESIRED))
-                        != Some(&want.to_string());
-                let revision_now = if new_revision <= max_old_revision {
-                    max_old_revision + 1
-                } else {
-                    new_revision
-                };
-                if is_recreate(d) {
-                    if old_total > 0 {
+                    if is_recreate(d) {
                         scale_down_all(&olds, &mut plan, d, surge);
-                    } else if !old_pods_running && new_size != want {
-                        plan.scale.push(ScaleTo {
-                            replicaset: new.metadata.name.clone().unwrap_or_default(),
-                            from: new_size,
-                            to: want,
-                            annotations: rs_annotations(d, revision_now, surge),
-                        });
-                        annotations_stale = false;
-                    }
-                } else {
-                    let all_total = old_total + new_size;
-                    if new_size > want {
-                        plan.scale.push(ScaleTo {
-                            replicaset: new.metadata.name.clone().unwrap_or_default(),
-                            from: new_size,
-                            to: want,
-                            annotations: rs_annotations(d, revision_now, surge),
-                        });
-                        annotations_stale = false;
-                    } else if new_size < want && all_total < want + surge {
-                        let up = (want + surge - all_total).min(want - new_size);
-                        plan.scale.push(ScaleTo {
-                            replicaset: new.metadata.name.clone().unwrap_or_default(),
-                            from: new_size,
-                            to: new_size + up,
-                            annotations: rs_annotations(d, revision_now, surge),
-                        });
-                        annotations_stale = false;
-                    } else if old_total > 0 {
-                        scale_down_old(&olds, new, want, max_unavailable, &mut plan, d, surge);
                     }
                 }
-                if annotations_stale {
-                    // Same size, new revision (a rollback to this template) or new desired count.
-                    plan.scale.push(ScaleTo {
-                        replicaset: new.metadata.name.clone().unwrap_or_default(),
-                        from: new_size,
-                        to: new_size,
-                        annotations: rs_annotations(d, revision_now, surge),
-                    });
+                Some(new) => {
+                    let new_revision = revision(&new.metadata);
+                    let new_size = rs_replicas(new);
+                    let mut annotations_stale = new_revision <= max_old_revision
+                        || new
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(ANN_DESIRED))
+                            != Some(&want.to_string());
+                    let revision_now = if new_revision <= max_old_revision {
+                        max_old_revision + 1
+                    } else {
+                        new_revision
+                    };
+                    if is_recreate(d) {
+                        if old_total > 0 {
+                            scale_down_all(&olds, &mut plan, d, surge);
+                        } else if !old_pods_running && new_size != want {
+                            plan.scale.push(ScaleTo {
+                                replicaset: new.metadata.name.clone().unwrap_or_default(),
+                                from: new_size,
+                                to: want,
+                                annotations: rs_annotations(d, revision_now, surge),
+                            });
+                            annotations_stale = false;
+                        }
+                    } else {
+                        let all_total = old_total + new_size;
+                        if new_size > want {
+                            plan.scale.push(ScaleTo {
+                                replicaset: new.metadata.name.clone().unwrap_or_default(),
+                                from: new_size,
+                                to: want,
+                                annotations: rs_annotations(d, revision_now, surge),
+                            });
+                            annotations_stale = false;
+                        } else if new_size < want && all_total < want + surge {
+                            let up = (want + surge - all_total).min(want - new_size);
+                            plan.scale.push(ScaleTo {
+                                replicaset: new.metadata.name.clone().unwrap_or_default(),
+                                from: new_size,
+                                to: new_size + up,
+                                annotations: rs_annotations(d, revision_now, surge),
+                            });
+                            annotations_stale = false;
+                        } else if old_total > 0 {
+                            scale_down_old(&olds, new, want, max_unavailable, &mut plan, d, surge);
+                        }
+                    }
+                    if annotations_stale {
+                        // Same size, new revision (a rollback to this template) or new desired count.
+                        plan.scale.push(ScaleTo {
+                            replicaset: new.metadata.name.clone().unwrap_or_default(),
+                            from: new_size,
+                            to: new_size,
+                            annotations: rs_annotations(d, revision_now, surge),
+                        });
+                    }
                 }
             }
         }
@@ -382,19 +389,6 @@ pub fn reconcile(obs: &Observed) -> Plan {
                 .filter_map(|r| r.metadata.name.clone())
                 .collect();
         }
-    } else if paused && !deleting {
-        // Paused: only follow scale changes on the current RS.
-        if let Some(new) = new_rs
-            && old_total == 0
-            && rs_replicas(new) != want
-        {
-            plan.scale.push(ScaleTo {
-                replicaset: new.metadata.name.clone().unwrap_or_default(),
-                from: rs_replicas(new),
-                to: want,
-                annotations: rs_annotations(d, revision(&new.metadata).max(1), surge),
-            });
-        }
     }
 
     plan.status = status(
@@ -407,6 +401,156 @@ pub fn reconcile(obs: &Observed) -> Plan {
     plan
 }
 
+/// Spec replicas of the ReplicaSets that have any.
+fn active<'a>(rss: impl IntoIterator<Item = &'a ReplicaSet>) -> Vec<&'a ReplicaSet> {
+    rss.into_iter().filter(|r| rs_replicas(r) > 0).collect()
+}
+
+fn desired_annotation(rs: &ReplicaSet) -> Option<i32> {
+    rs.metadata
+        .annotations
+        .as_ref()?
+        .get(ANN_DESIRED)?
+        .parse()
+        .ok()
+}
+
+fn max_annotation(rs: &ReplicaSet) -> Option<i32> {
+    rs.metadata.annotations.as_ref()?.get(ANN_MAX)?.parse().ok()
+}
+
+/// Kubernetes' isScalingEvent: an active ReplicaSet was sized for another replica count
+/// than the Deployment's now.
+fn is_scaling_event(d: &Deployment, new_rs: Option<&ReplicaSet>, olds: &[&ReplicaSet]) -> bool {
+    active(olds.iter().copied().chain(new_rs))
+        .iter()
+        .any(|rs| desired_annotation(rs).is_some_and(|n| n != replicas(d)))
+}
+
+/// Kubernetes' FindActiveOrLatest: the only active ReplicaSet, or with none active the new
+/// one (else the newest old one); None when several are active.
+fn active_or_latest<'a>(
+    new_rs: Option<&'a ReplicaSet>,
+    olds: &[&'a ReplicaSet],
+) -> Option<&'a ReplicaSet> {
+    let all = active(olds.iter().copied().chain(new_rs));
+    match all.len() {
+        0 => new_rs.or_else(|| olds.iter().copied().max_by(|a, b| by_creation(a, b))),
+        1 => Some(all[0]),
+        _ => None,
+    }
+}
+
+/// Oldest first; names break ties.
+fn by_creation(a: &ReplicaSet, b: &ReplicaSet) -> std::cmp::Ordering {
+    a.metadata
+        .creation_timestamp
+        .cmp(&b.metadata.creation_timestamp)
+        .then(a.metadata.name.cmp(&b.metadata.name))
+}
+
+/// Kubernetes' getReplicaSetFraction: how many replicas `rs` gains (or loses) when the
+/// Deployment goes from the size recorded in the max-replicas annotation to its size now.
+fn fraction(rs: &ReplicaSet, d: &Deployment, surge: i32) -> i32 {
+    let want = replicas(d);
+    if want == 0 {
+        return -rs_replicas(rs);
+    }
+    let max_now = want + surge;
+    let max_before = match max_annotation(rs) {
+        Some(n) if n > 0 => n,
+        // Scaled by hand (no annotation): the Deployment's current size is the best guess.
+        _ => d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+    };
+    if max_before <= 0 {
+        return 0;
+    }
+    let size = (rs_replicas(rs) as f64 * max_now as f64 / max_before as f64).round() as i32;
+    size - rs_replicas(rs)
+}
+
+/// Kubernetes' DeploymentController.scale: the only active ReplicaSet takes the whole size;
+/// a saturated new one means the old ones go to zero; otherwise (RollingUpdate) the
+/// difference to `replicas + maxSurge` is shared in proportion to the ReplicaSets' sizes,
+/// the leftover going to the largest.
+fn scale(
+    d: &Deployment,
+    new_rs: Option<&ReplicaSet>,
+    olds: &[&ReplicaSet],
+    surge: i32,
+    plan: &mut Plan,
+) {
+    let want = replicas(d);
+    let mut resize = |rs: &ReplicaSet, to: i32| {
+        let annotations = size_annotations(d, surge);
+        let stale = annotations
+            .iter()
+            .any(|(k, v)| rs.metadata.annotations.as_ref().and_then(|a| a.get(k)) != Some(v));
+        if rs_replicas(rs) != to || stale {
+            plan.scale.push(ScaleTo {
+                replicaset: rs.metadata.name.clone().unwrap_or_default(),
+                from: rs_replicas(rs),
+                to,
+                annotations,
+            });
+        }
+    };
+    if let Some(rs) = active_or_latest(new_rs, olds) {
+        if rs_replicas(rs) != want {
+            resize(rs, want);
+        }
+        return;
+    }
+    let saturated = new_rs.is_some_and(|n| {
+        rs_replicas(n) == want && desired_annotation(n) == Some(want) && rs_status(n).2 == want
+    });
+    if saturated {
+        for old in active(olds.iter().copied()) {
+            resize(old, 0);
+        }
+        return;
+    }
+    if is_recreate(d) {
+        return;
+    }
+    let mut all = active(olds.iter().copied().chain(new_rs));
+    let total: i32 = all.iter().map(|r| rs_replicas(r)).sum();
+    let allowed = if want > 0 { want + surge } else { 0 };
+    let to_add = allowed - total;
+    // Largest first; among equals, newer first when growing and older first when shrinking.
+    all.sort_by(|a, b| {
+        rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| {
+            if to_add > 0 {
+                by_creation(b, a)
+            } else {
+                by_creation(a, b)
+            }
+        })
+    });
+    let mut added = 0;
+    let mut sizes: Vec<i32> = Vec::with_capacity(all.len());
+    for rs in &all {
+        let mut share = 0;
+        if to_add != 0 && to_add != added {
+            let allowed_now = to_add - added;
+            let f = fraction(rs, d, surge);
+            share = if to_add > 0 {
+                f.min(allowed_now)
+            } else {
+                f.max(allowed_now)
+            };
+        }
+        added += share;
+        sizes.push(rs_replicas(rs) + share);
+    }
+    if let Some(first) = sizes.first_mut() {
+        *first = (*first + to_add - added).max(0);
+    }
+    for (rs, size) in all.into_iter().zip(sizes) {
+        resize(rs, size);
+    }
+}
+
 fn scale_down_all(olds: &[&ReplicaSet], plan: &mut Plan, d: &Deployment, surge: i32) {
     for rs in olds {
         if rs_replicas(rs) > 0 {
@@ -414,15 +558,16 @@ fn scale_down_all(olds: &[&ReplicaSet], plan: &mut Plan, d: &Deployment, surge: 
                 replicaset: rs.metadata.name.clone().unwrap_or_default(),
                 from: rs_replicas(rs),
                 to: 0,
-                annotations: keep_revision(rs, d, surge),
+                annotations: size_annotations(d, surge),
             });
         }
     }
 }
 
-fn keep_revision(rs: &ReplicaSet, d: &Deployment, surge: i32) -> BTreeMap<String, String> {
+/// The size annotations (desired and max replicas) Kubernetes sets whenever it resizes a
+/// ReplicaSet; the revision stays as it is.
+fn size_annotations(d: &Deployment, surge: i32) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
-    a.insert(ANN_REVISION.into(), revision(&rs.metadata).to_string());
     a.insert(ANN_DESIRED.into(), replicas(d).to_string());
     a.insert(ANN_MAX.into(), (replicas(d) + surge).to_string());
     a
@@ -472,7 +617,7 @@ fn scale_down_old(
                 replicaset: rs.metadata.name.clone().unwrap_or_default(),
                 from: rs_replicas(rs),
                 to: size,
-                annotations: keep_revision(rs, d, surge),
+                annotations: size_annotations(d, surge),
             });
         }
     }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Binding, Endpoints, Event, EventSource, Namespace, Node, ObjectReference, Pod, PodCondition,
@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::runtime::{Cache, Change, Handler, WorkQueue, informer, obj_key};
 use crate::util::{self, Labels, Timestamp, split_key};
-use crate::{endpoints, replicaset, scheduler};
+use crate::{endpoints, events, ops, replicaset, scheduler};
 
 pub type SyncResult = anyhow::Result<Option<Duration>>;
 pub type SyncFn = fn(Arc<Ctx>, String) -> BoxFuture<'static, SyncResult>;
@@ -46,6 +46,9 @@ pub struct Ctx {
     pub q_statefulsets: Arc<WorkQueue>,
     pub q_gc: Arc<WorkQueue>,
     pub q_namespaces: Arc<WorkQueue>,
+    /// Events for the event writer (see `record`).
+    events: tokio::sync::mpsc::Sender<Event>,
+    events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Event>>>,
     /// Per service key: when the change that queued it happened.
     triggers: Mutex<HashMap<String, Timestamp>>,
     /// Pods bound by this scheduler whose binding the watch has not shown yet: pod key → node.
@@ -142,7 +145,9 @@ pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     }
 }
 
-/// Writes a core/v1 Event in the background (what `kubectl describe` and `get events` read).
+/// Queues a core/v1 Event (what `kubectl describe` and `get events` read) for the event
+/// writer, which aggregates repeats as client-go does. Events never block a controller: when
+/// the writer is far behind, new ones are dropped, as client-go drops them.
 pub fn record(
     ctx: &Ctx,
     component: &str,
@@ -157,15 +162,9 @@ pub fn record(
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".into());
-    let name = format!(
-        "{}.{:x}",
-        obj.name.as_deref().unwrap_or("object"),
-        now.as_nanosecond()
-    );
     let event = Event {
         metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(ns.clone()),
+            namespace: Some(ns),
             ..Default::default()
         },
         involved_object: obj,
@@ -183,12 +182,55 @@ pub fn record(
         reporting_instance: Some(ctx.identity.clone()),
         ..Default::default()
     };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
-    tokio::spawn(async move {
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
+    if ctx.events.try_send(event).is_err() {
+        tracing::debug!(reason, "event queue full; dropping an event");
+    }
+}
+
+/// Events waiting for the writer, at most (client-go's broadcaster keeps 1000 too).
+const EVENT_QUEUE: usize = 1000;
+
+/// Writes queued events one after the other (so a repeat always finds the event it counts
+/// on), creating new ones and patching repeated ones.
+async fn write_events(client: Client, mut rx: tokio::sync::mpsc::Receiver<Event>) {
+    let mut correlator = events::Correlator::default();
+    while let Some(event) = rx.recv().await {
+        let now = event
+            .last_timestamp
+            .as_ref()
+            .map_or_else(Timestamp::now, |t| t.0);
+        let ns = event.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let (result, event) = match correlator.correlate(event, now) {
+            events::EventWrite::Create(e) => (api.create(&PostParams::default(), &e).await, e),
+            events::EventWrite::Patch { event, patch } => {
+                let name = event.metadata.name.clone().unwrap_or_default();
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    // Gone (expired or deleted): create it again with the count so far.
+                    Err(e) if is_status(&e, 404) => {
+                        (api.create(&PostParams::default(), &event).await, event)
+                    }
+                    other => (other, event),
+                }
+            }
+        };
+        if let Err(e) = result {
             tracing::debug!(error = %e, "writing an event failed");
+            correlator.forget(&event);
         }
-    });
+    }
+}
+
+/// The message of an API error as Kubernetes' controllers put it in events and conditions
+/// (the Status message, not the client's wrapping).
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 pub fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -200,7 +242,10 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
 
 impl Ctx {
     pub fn new(client: Client, identity: String) -> Arc<Ctx> {
+        let (events, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
         Arc::new(Ctx {
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
             client,
             identity,
             pods: Cache::new(pod_index),
@@ -282,7 +327,7 @@ impl Ctx {
         if util::controller_ref(&new.metadata).is_none() && !deleted {
             for rs in self.replicasets.by_index(&format!("ns:{ns}")) {
                 if let Some(spec) = &rs.spec
-                    && replicaset::selects(&spec.selector, &new.metadata)
+                    && util::selects(&spec.selector, &new.metadata)
                 {
                     owners.push(("ReplicaSet".into(), obj_key(rs.as_ref())));
                 }
@@ -366,20 +411,12 @@ impl Ctx {
         });
         let c = self.clone();
         let rs: Handler<ReplicaSet> = Arc::new(move |ch| {
-            let (r, deleted) = match ch {
-                Change::Upsert { new, .. } => (new, false),
-                Change::Deleted(r) => (r, true),
+            let (old, r, deleted) = match ch {
+                Change::Upsert { old, new } => (old, new, false),
+                Change::Deleted(r) => (None, r, true),
             };
             c.q_replicasets.add(obj_key(r));
-            if let Some(o) = util::controller_ref(&r.metadata)
-                && o.kind == "Deployment"
-            {
-                c.q_deployments.add(format!(
-                    "{}/{}",
-                    r.metadata.namespace.as_deref().unwrap_or(""),
-                    o.name
-                ));
-            }
+            c.on_replicaset_for_deployments(old, r, deleted);
             c.owner_changed(&r.metadata, deleted, "ReplicaSet");
         });
         let c = self.clone();
@@ -463,6 +500,39 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// Deployments that own a ReplicaSet, owned it before, or may adopt it (it is an orphan
+    /// their selector matches) look at it again.
+    fn on_replicaset_for_deployments(
+        &self,
+        old: Option<&ReplicaSet>,
+        rs: &ReplicaSet,
+        deleted: bool,
+    ) {
+        let ns = rs.metadata.namespace.as_deref().unwrap_or("");
+        let mut orphan = false;
+        for meta in [Some(&rs.metadata), old.map(|o| &o.metadata)]
+            .into_iter()
+            .flatten()
+        {
+            match util::controller_ref(meta) {
+                Some(o) if o.kind == "Deployment" => {
+                    self.q_deployments.add(format!("{ns}/{}", o.name));
+                }
+                Some(_) => {}
+                None => orphan = true,
+            }
+        }
+        if orphan && !deleted {
+            for d in self.deployments.by_index(&format!("ns:{ns}")) {
+                if let Some(spec) = &d.spec
+                    && util::selects(&spec.selector, &rs.metadata)
+                {
+                    self.q_deployments.add(obj_key(d.as_ref()));
+                }
+            }
+        }
+    }
+
     /// A dependent went away: an owner waiting for its dependents may be done.
     fn dependent_gone(&self, meta: &ObjectMeta) {
         let ns = meta.namespace.as_deref().unwrap_or("");
@@ -485,8 +555,17 @@ pub struct Handlers {
     pub namespaces: Handler<Namespace>,
 }
 
-/// Starts every informer; returns once all caches hold a complete first list.
+/// Starts every informer and the event writer; returns once all caches hold a complete
+/// first list.
 pub async fn start_informers(ctx: &Arc<Ctx>, tasks: &mut tokio::task::JoinSet<()>) {
+    if let Some(rx) = ctx
+        .events_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        tasks.spawn(write_events(ctx.client.clone(), rx));
+    }
     let h = ctx.handlers();
     let c = ctx.client.clone();
     tasks.spawn(informer(Api::all(c.clone()), ctx.pods.clone(), h.pods));
@@ -700,9 +779,6 @@ async fn write_endpoints(
 // ---------------------------------------------------------------------------------------
 // ReplicaSets
 
-/// Concurrent API calls per sync when creating or deleting pods.
-const FANOUT: usize = 32;
-
 pub fn sync_replicaset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncResult> {
     async move {
         let Some(rs) = ctx.replicasets.get(&key) else {
@@ -731,121 +807,36 @@ pub fn sync_replicaset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
         });
         let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         for change in plan.adopt.iter().chain(plan.release.iter()) {
-            let patch = json!({"metadata": {
-                "ownerReferences": change.owner_references,
-                "resourceVersion": change.resource_version,
-            }});
-            let p = pod_api
-                .patch(&change.pod, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            ctx.pods.refresh(p);
+            ops::set_owner_references(&pod_api, &ctx.pods, change).await?;
         }
         let rs_ref = reference(rs.as_ref());
-        let mut first_error: Option<anyhow::Error> = None;
+        let mut failure = None;
         if plan.create > 0 {
-            let template = replicaset::pod_from_template(&rs);
-            let results: Vec<_> = futures::stream::iter(0..plan.create)
-                .map(|_| {
-                    let api = pod_api.clone();
-                    let t = template.clone();
-                    async move { api.create(&PostParams::default(), &t).await }
-                })
-                .buffer_unordered(FANOUT)
-                .collect()
-                .await;
-            for r in results {
-                match r {
-                    Ok(p) => {
-                        record(
-                            &ctx,
-                            "replicaset-controller",
-                            rs_ref.clone(),
-                            "Normal",
-                            "SuccessfulCreate",
-                            format!("Created pod: {}", p.name_any()),
-                        );
-                        ctx.pods.upsert(p);
-                    }
-                    Err(e) => {
-                        record(
-                            &ctx,
-                            "replicaset-controller",
-                            rs_ref.clone(),
-                            "Warning",
-                            "FailedCreate",
-                            format!("Error creating: {e}"),
-                        );
-                        first_error.get_or_insert(e.into());
-                    }
-                }
-            }
-        }
-        if !plan.delete.is_empty() {
-            let results: Vec<_> = futures::stream::iter(plan.delete.clone())
-                .map(|name| {
-                    let api = pod_api.clone();
-                    async move {
-                        (
-                            name.clone(),
-                            api.delete(&name, &DeleteParams::default()).await,
-                        )
-                    }
-                })
-                .buffer_unordered(FANOUT)
-                .collect()
-                .await;
-            for (name, r) in results {
-                match r {
-                    Ok(either) => {
-                        record(
-                            &ctx,
-                            "replicaset-controller",
-                            rs_ref.clone(),
-                            "Normal",
-                            "SuccessfulDelete",
-                            format!("Deleted pod: {name}"),
-                        );
-                        match either.left() {
-                            // Still there while it terminates.
-                            Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                                ctx.pods.refresh(p)
-                            }
-                            _ => {
-                                ctx.pods.remove(&format!("{ns}/{name}"));
-                            }
-                        }
-                    }
-                    Err(e) if is_status(&e, 404) => {
-                        ctx.pods.remove(&format!("{ns}/{name}"));
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e.into());
-                    }
-                }
-            }
-        }
-        if let Some(status) = plan.status {
-            let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-            let patch = json!({ "status": status });
-            match api
-                .patch_status(
-                    &rs.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
+            let pods = vec![replicaset::pod_from_template(&rs); plan.create];
+            if let Some(e) =
+                ops::create_pods(&ctx, &ns, ops::PodOwner::ReplicaSet, &rs_ref, pods).await
             {
-                Ok(updated) => {
-                    ctx.replicasets.refresh(updated);
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e.into());
-                }
+                failure = Some((replicaset::ManageFailure::Create(error_message(&e)), e));
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        if !plan.delete.is_empty()
+            && let Some(e) =
+                ops::delete_pods(&ctx, &ns, ops::PodOwner::ReplicaSet, &rs_ref, plan.delete).await
+        {
+            failure = Some((replicaset::ManageFailure::Delete(error_message(&e)), e));
+        }
+        let status = replicaset::status_update(
+            &rs,
+            plan.status,
+            failure.as_ref().map(|(f, _)| f),
+            Timestamp::now(),
+        );
+        if let Some(status) = status {
+            let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+            ops::patch_status(&api, &ctx.replicasets, &rs.name_any(), &status).await?;
+        }
+        if let Some((_, e)) = failure {
+            return Err(e.into());
         }
         Ok(plan.requeue_after.map(Duration::from_secs))
     }

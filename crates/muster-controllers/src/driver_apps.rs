@@ -13,11 +13,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::driver::{Ctx, SyncResult, is_status, record, reference};
+use crate::ops::{self, PodOwner};
 use crate::util::{self, Timestamp, split_key};
 use crate::{deployment, statefulset};
 
 const DEPLOYMENT_CONTROLLER: &str = "deployment-controller";
-const STATEFULSET_CONTROLLER: &str = "statefulset-controller";
 
 fn controlled<K: kube::Resource>(items: Vec<Arc<K>>, uid: &str) -> Vec<Arc<K>> {
     items
@@ -32,16 +32,35 @@ pub fn sync_deployment(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
             return Ok(None);
         };
         let (ns, _) = split_key(&key);
-        let uid = d.metadata.uid.clone().unwrap_or_default();
-        let rss = controlled(ctx.replicasets.by_index(&format!("owner:{uid}")), &uid);
+        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+        let d_api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        // Claim ReplicaSets as Kubernetes does: adopt orphans that match the selector,
+        // release ours that stopped matching.
+        let in_namespace = ctx.replicasets.by_index(&format!("ns:{ns}"));
+        let candidates: Vec<&ReplicaSet> = in_namespace.iter().map(|r| r.as_ref()).collect();
+        let selector = d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
+        let claim = util::claim(
+            &d.metadata,
+            &util::owner_ref("apps/v1", "Deployment", &d.metadata),
+            &selector,
+            &candidates,
+            |_| true,
+        );
+        for change in claim.adopt.iter().chain(claim.release.iter()) {
+            ops::set_owner_references(&rs_api, &ctx.replicasets, change).await?;
+        }
+        let rs_refs = claim.owned;
         let mut pods: Vec<Arc<Pod>> = Vec::new();
-        for rs in &rss {
+        for rs in &rs_refs {
             pods.extend(ctx.pods.by_index(&format!(
                 "owner:{}",
                 rs.metadata.uid.as_deref().unwrap_or("")
             )));
         }
-        let rs_refs: Vec<&ReplicaSet> = rss.iter().map(|r| r.as_ref()).collect();
         let pod_refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
         let plan = deployment::reconcile(&deployment::Observed {
             deployment: &d,
@@ -49,8 +68,6 @@ pub fn sync_deployment(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
             pods: &pod_refs,
             now: Timestamp::now(),
         });
-        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-        let d_api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let d_ref = reference(d.as_ref());
         if let Some(rs) = plan.create {
             match rs_api.create(&PostParams::default(), &rs).await {
@@ -80,15 +97,8 @@ pub fn sync_deployment(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
                             .and_then(|s| s.collision_count)
                             .unwrap_or(0)
                             + 1;
-                        let patch = json!({"status": {"collisionCount": count}});
-                        let updated = d_api
-                            .patch_status(
-                                &d.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await?;
-                        ctx.deployments.refresh(updated);
+                        let status = json!({"collisionCount": count});
+                        ops::patch_status(&d_api, &ctx.deployments, &d.name_any(), &status).await?;
                     } else {
                         ctx.replicasets.upsert(existing);
                     }
@@ -126,28 +136,10 @@ pub fn sync_deployment(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRes
             ctx.replicasets.refresh(updated);
         }
         for name in &plan.delete {
-            match rs_api.delete(name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
+            ops::delete(&rs_api, name, &DeleteParams::background()).await?;
         }
         if let Some(status) = plan.status {
-            let patch = json!({ "status": status });
-            match d_api
-                .patch_status(
-                    &d.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(updated) => {
-                    ctx.deployments.refresh(updated);
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
+            ops::patch_status(&d_api, &ctx.deployments, &d.name_any(), &status).await?;
         }
         Ok(plan.requeue_after.map(Duration::from_secs))
     }
@@ -186,92 +178,24 @@ pub fn sync_statefulset(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncRe
                 Err(e) => return Err(e.into()),
             }
         }
-        let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-        for pod in plan.create_pods {
-            let name = pod.name_any();
-            match pod_api.create(&pp, &pod).await {
-                Ok(created) => {
-                    record(
-                        &ctx,
-                        STATEFULSET_CONTROLLER,
-                        sts_ref.clone(),
-                        "Normal",
-                        "SuccessfulCreate",
-                        format!(
-                            "create Pod {name} in StatefulSet {} successful",
-                            sts.name_any()
-                        ),
-                    );
-                    ctx.pods.upsert(created);
-                }
-                // The old pod of that name is still terminating: its deletion requeues us.
-                Err(e) if is_status(&e, 409) => {}
-                Err(e) => {
-                    record(
-                        &ctx,
-                        STATEFULSET_CONTROLLER,
-                        sts_ref.clone(),
-                        "Warning",
-                        "FailedCreate",
-                        format!(
-                            "create Pod {name} in StatefulSet {} failed error: {e}",
-                            sts.name_any()
-                        ),
-                    );
-                    return Err(e.into());
-                }
-            }
+        // Pods are created before any is deleted, as the plan orders them; a failure stops
+        // the sync (it is retried with backoff).
+        if let Some(e) =
+            ops::create_pods(&ctx, ns, PodOwner::StatefulSet, &sts_ref, plan.create_pods).await
+        {
+            return Err(e.into());
         }
-        for name in &plan.delete_pods {
-            match pod_api.delete(name, &DeleteParams::default()).await {
-                Ok(either) => {
-                    record(
-                        &ctx,
-                        STATEFULSET_CONTROLLER,
-                        sts_ref.clone(),
-                        "Normal",
-                        "SuccessfulDelete",
-                        format!(
-                            "delete Pod {name} in StatefulSet {} successful",
-                            sts.name_any()
-                        ),
-                    );
-                    match either.left() {
-                        // Still there while it terminates.
-                        Some(p) if p.metadata.deletion_timestamp.is_some() => ctx.pods.refresh(p),
-                        _ => {
-                            ctx.pods.remove(&format!("{ns}/{name}"));
-                        }
-                    }
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(e) =
+            ops::delete_pods(&ctx, ns, PodOwner::StatefulSet, &sts_ref, plan.delete_pods).await
+        {
+            return Err(e.into());
         }
         for name in &plan.delete_revisions {
-            match rev_api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
+            ops::delete(&rev_api, name, &DeleteParams::default()).await?;
         }
         if let Some(status) = plan.status {
             let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-            let patch = json!({ "status": status });
-            match api
-                .patch_status(
-                    &sts.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(updated) => {
-                    ctx.statefulsets.refresh(updated);
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
+            ops::patch_status(&api, &ctx.statefulsets, &sts.name_any(), &status).await?;
         }
         Ok(plan.requeue_after.map(Duration::from_secs))
     }

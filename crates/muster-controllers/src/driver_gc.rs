@@ -293,6 +293,32 @@ async fn remove_finalizer(
 // ---------------------------------------------------------------------------------------
 // Namespaces
 
+async fn delete_collection(api: &Api<DynamicObject>) -> kube::Result<()> {
+    match api
+        .delete_collection(&DeleteParams::background(), &ListParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn delete_one_by_one(api: &Api<DynamicObject>) -> kube::Result<()> {
+    let list = api.list(&ListParams::default()).await?;
+    let mut first_error = None;
+    for obj in list.items {
+        if obj.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Err(e) = crate::ops::delete(api, &obj.name_any(), &DeleteParams::background()).await
+        {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// How Kubernetes names a resource in namespace conditions: `pods.`, `deployments.apps`.
 fn resource_label(ar: &ApiResource) -> String {
     format!("{}.{}", ar.plural, ar.group)
@@ -308,40 +334,35 @@ pub fn sync_namespace(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncResu
         }
         let name = ns.name_any();
         let discovery = Discovery::new(ctx.client.clone()).run().await?;
-        let mut targets: Vec<ApiResource> = Vec::new();
+        // (resource, whether it can be deleted as a collection)
+        let mut targets: Vec<(ApiResource, bool)> = Vec::new();
         for group in discovery.groups() {
             for (ar, caps) in group.recommended_resources() {
                 if caps.scope == Scope::Namespaced
                     && caps.supports_operation(verbs::LIST)
                     && caps.supports_operation(verbs::DELETE)
                 {
-                    targets.push(ar);
+                    let collection = caps.supports_operation(verbs::DELETE_COLLECTION);
+                    targets.push((ar, collection));
                 }
             }
         }
         let mut rem = namespace::Remaining::default();
-        for ar in &targets {
+        for (ar, collection) in &targets {
             let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &name, ar);
-            let list = match api.list(&ListParams::default()).await {
-                Ok(l) => l,
-                Err(e) => {
-                    rem.failures.push(format!("{}: {e}", resource_label(ar)));
-                    continue;
-                }
+            // One DELETE of the collection per resource, as Kubernetes' namespace controller
+            // does; one by one only where the resource has no deletecollection.
+            let result = if *collection {
+                delete_collection(&api).await
+            } else {
+                delete_one_by_one(&api).await
             };
-            for obj in list.items {
-                if obj.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                match api.delete(&obj.name_any(), &DeleteParams::background()).await {
-                    Ok(_) => {}
-                    Err(e) if is_status(&e, 404) => {}
-                    Err(e) => rem.failures.push(format!("{}: {e}", resource_label(ar))),
-                }
+            if let Err(e) = result {
+                rem.failures.push(format!("{}: {e}", resource_label(ar)));
             }
         }
         // What is still there after the deletes (graceful pods, finalizers).
-        for ar in &targets {
+        for (ar, _) in &targets {
             let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &name, ar);
             if let Ok(list) = api.list(&ListParams::default()).await
                 && !list.items.is_empty()

@@ -1,11 +1,11 @@
 //! ReplicaSet: keep `replicas` pods that match the selector, adopting orphans and releasing
 //! pods that stopped matching.
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use crate::util::{self, Timestamp};
+use crate::util::{self, OwnerChange, Timestamp};
 
 /// Upper bound of pods created or deleted by one sync, so a typo (replicas: 100000) cannot
 /// flood the API in one go; the next sync continues.
@@ -18,14 +18,6 @@ pub struct Observed<'a> {
     pub now: Timestamp,
 }
 
-/// A change of a pod's ownerReferences: the complete new list.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OwnerChange {
-    pub pod: String,
-    pub resource_version: Option<String>,
-    pub owner_references: Vec<OwnerReference>,
-}
-
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Plan {
     pub adopt: Vec<OwnerChange>,
@@ -34,30 +26,11 @@ pub struct Plan {
     pub create: usize,
     /// Names of pods to delete, best candidates first.
     pub delete: Vec<String>,
-    /// New status, when it differs from the stored one.
-    pub status: Option<ReplicaSetStatus>,
+    /// The status as counted now (conditions as stored); `status_update` says whether to
+    /// write it, once the outcome of the creates and deletes is known.
+    pub status: ReplicaSetStatus,
     /// Seconds until a ready pod becomes available (minReadySeconds), to sync again then.
     pub requeue_after: Option<u64>,
-}
-
-/// An empty selector selects nothing here: Kubernetes refuses such ReplicaSets, and matching
-/// every pod in the namespace would be the worst possible reading of one.
-pub fn selects(selector: &LabelSelector, meta: &ObjectMeta) -> bool {
-    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|m| m.is_empty());
-    !empty && util::selector_matches(selector, util::labels_of(meta))
-}
-
-fn without_owner(meta: &ObjectMeta, uid: &str) -> Vec<OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .filter(|r| r.uid != uid)
-        .cloned()
-        .collect()
 }
 
 pub fn reconcile(obs: &Observed) -> Plan {
@@ -66,40 +39,19 @@ pub fn reconcile(obs: &Observed) -> Plan {
     let Some(spec) = rs.spec.as_ref() else {
         return plan;
     };
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
     let rs_deleting = util::is_deleting(&rs.metadata);
 
     // Claim pods: keep ours that still match, adopt matching orphans, release the rest.
-    let mut owned: Vec<&Pod> = Vec::new();
-    for pod in obs.pods.iter().copied() {
-        let matches = selects(&spec.selector, &pod.metadata);
-        match util::controller_ref(&pod.metadata) {
-            Some(r) if r.uid == uid => {
-                if matches {
-                    owned.push(pod);
-                } else if !rs_deleting {
-                    plan.release.push(OwnerChange {
-                        pod: pod.metadata.name.clone().unwrap_or_default(),
-                        resource_version: pod.metadata.resource_version.clone(),
-                        owner_references: without_owner(&pod.metadata, &uid),
-                    });
-                }
-            }
-            Some(_) => {}
-            None => {
-                if matches && !rs_deleting && util::pod_is_active(pod) {
-                    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(util::owner_ref("apps/v1", "ReplicaSet", &rs.metadata));
-                    plan.adopt.push(OwnerChange {
-                        pod: pod.metadata.name.clone().unwrap_or_default(),
-                        resource_version: pod.metadata.resource_version.clone(),
-                        owner_references: refs,
-                    });
-                    owned.push(pod);
-                }
-            }
-        }
-    }
+    let claimed = util::claim(
+        &rs.metadata,
+        &util::owner_ref("apps/v1", "ReplicaSet", &rs.metadata),
+        &spec.selector,
+        obs.pods,
+        |p: &Pod| util::pod_is_active(p),
+    );
+    plan.adopt = claimed.adopt;
+    plan.release = claimed.release;
+    let owned = claimed.owned;
     let mut active: Vec<&Pod> = owned
         .into_iter()
         .filter(|p| util::pod_is_active(p))
@@ -139,7 +91,7 @@ pub fn reconcile(obs: &Observed) -> Plan {
         .min()
         .map(|left| left as u64);
     let old = rs.status.clone().unwrap_or_default();
-    let status = ReplicaSetStatus {
+    plan.status = ReplicaSetStatus {
         replicas: active.len() as i32,
         fully_labeled_replicas: Some(
             active
@@ -155,13 +107,58 @@ pub fn reconcile(obs: &Observed) -> Plan {
         conditions: old.conditions.clone(),
         terminating_replicas: old.terminating_replicas,
     };
-    if !same_status(&old, &status) {
-        plan.status = Some(status);
-    }
     plan
 }
 
-/// Absent counts and zero counts mean the same to clients.
+pub const CONDITION_REPLICA_FAILURE: &str = "ReplicaFailure";
+
+/// Why creating or deleting pods failed in a sync, with the API's message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ManageFailure {
+    Create(String),
+    Delete(String),
+}
+
+/// The status to write after a sync, if it differs from the stored one: `counted` (from
+/// `Plan::status`) with the `ReplicaFailure` condition set when creating or deleting pods
+/// failed (reason FailedCreate / FailedDelete, kept as first reported while failures go on)
+/// and removed once a sync manages its pods without error, as Kubernetes does.
+pub fn status_update(
+    rs: &ReplicaSet,
+    mut counted: ReplicaSetStatus,
+    failure: Option<&ManageFailure>,
+    now: Timestamp,
+) -> Option<ReplicaSetStatus> {
+    let old = rs.status.clone().unwrap_or_default();
+    let mut conditions = old.conditions.clone().unwrap_or_default();
+    let has_failure = conditions
+        .iter()
+        .any(|c| c.type_ == CONDITION_REPLICA_FAILURE);
+    match failure {
+        Some(f) if !has_failure => {
+            let (reason, message) = match f {
+                ManageFailure::Create(m) => ("FailedCreate", m),
+                ManageFailure::Delete(m) => ("FailedDelete", m),
+            };
+            conditions.push(ReplicaSetCondition {
+                type_: CONDITION_REPLICA_FAILURE.into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some(message.clone()),
+                last_transition_time: Some(Time(now)),
+            });
+        }
+        None if has_failure => conditions.retain(|c| c.type_ != CONDITION_REPLICA_FAILURE),
+        _ => {}
+    }
+    // An empty list, not an absent one: the status is written as a merge patch, where an
+    // absent field would keep the stored conditions.
+    counted.conditions = (!conditions.is_empty() || old.conditions.is_some()).then_some(conditions);
+    (!same_status(&old, &counted)).then_some(counted)
+}
+
+/// Absent counts and zero counts (and no conditions and an empty list) mean the same to
+/// clients.
 fn same_status(a: &ReplicaSetStatus, b: &ReplicaSetStatus) -> bool {
     let n = |v: Option<i32>| v.unwrap_or(0);
     a.replicas == b.replicas
@@ -169,6 +166,7 @@ fn same_status(a: &ReplicaSetStatus, b: &ReplicaSetStatus) -> bool {
         && n(a.ready_replicas) == n(b.ready_replicas)
         && n(a.available_replicas) == n(b.available_replicas)
         && a.observed_generation == b.observed_generation
+        && a.conditions.as_deref().unwrap_or(&[]) == b.conditions.as_deref().unwrap_or(&[])
 }
 
 /// The pod a ReplicaSet creates: its template, named `<rs>-<5 chars>` by the server.
@@ -203,6 +201,7 @@ mod tests {
     use crate::testutil::*;
     use k8s_openapi::api::apps::v1::ReplicaSetSpec;
     use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 
     fn rs(replicas: i32, min_ready: i32) -> ReplicaSet {
         let labels: util::Labels = [("app".to_string(), "web".to_string())].into();
@@ -269,12 +268,13 @@ mod tests {
             pods: &pods,
             now: ts(c.now).0,
         });
-        let names = |v: &[OwnerChange]| v.iter().map(|o| o.pod.clone()).collect::<Vec<_>>();
+        let names = |v: &[OwnerChange]| v.iter().map(|o| o.name.clone()).collect::<Vec<_>>();
         assert_eq!(plan.create, c.create, "{}: create", c.name);
         assert_eq!(plan.delete, c.delete, "{}: delete", c.name);
         assert_eq!(names(&plan.adopt), c.adopt, "{}: adopt", c.name);
         assert_eq!(names(&plan.release), c.release, "{}: release", c.name);
-        let s = plan.status.expect("status changes from empty");
+        let s = status_update(&c.rs, plan.status, None, ts(c.now).0)
+            .expect("status changes from empty");
         assert_eq!(
             (
                 s.replicas,
@@ -448,13 +448,83 @@ mod tests {
             pods: &[&p],
             now: ts(5).0,
         });
-        r.status = first.status;
+        r.status = status_update(&r, first.status, None, ts(5).0);
         let second = reconcile(&Observed {
             rs: &r,
             pods: &[&p],
             now: ts(6).0,
         });
-        assert_eq!(second, Plan::default());
+        assert_eq!(
+            status_update(&r, second.status.clone(), None, ts(6).0),
+            None
+        );
+        assert_eq!(
+            second,
+            Plan {
+                status: r.status.clone().unwrap(),
+                ..Plan::default()
+            }
+        );
+    }
+
+    #[test]
+    fn replica_failure_condition_follows_the_last_sync() {
+        let create = ManageFailure::Create("pods \"web-x\" is forbidden: quota".into());
+        let delete = ManageFailure::Delete("etcdserver: request timed out".into());
+        // (failure in this sync, then the condition stored: reason, message, transition second)
+        type Step = (Option<ManageFailure>, Option<(&'static str, String, i64)>);
+        let steps: Vec<Step> = vec![
+            (None, None),
+            (
+                Some(create.clone()),
+                Some((
+                    "FailedCreate",
+                    "pods \"web-x\" is forbidden: quota".into(),
+                    2,
+                )),
+            ),
+            // Still failing (even differently): the first report stays, as in Kubernetes.
+            (
+                Some(delete.clone()),
+                Some((
+                    "FailedCreate",
+                    "pods \"web-x\" is forbidden: quota".into(),
+                    2,
+                )),
+            ),
+            (None, None),
+            (
+                Some(delete),
+                Some(("FailedDelete", "etcdserver: request timed out".into(), 5)),
+            ),
+        ];
+        let mut r = rs(1, 0);
+        let p = owned(pod("a", "10.0.0.1").ready(true));
+        for (i, (failure, want)) in steps.into_iter().enumerate() {
+            let now = ts(i as i64 + 1).0;
+            let plan = reconcile(&Observed {
+                rs: &r,
+                pods: &[&p],
+                now,
+            });
+            if let Some(s) = status_update(&r, plan.status, failure.as_ref(), now) {
+                r.status = Some(s);
+            }
+            let cond = r
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == CONDITION_REPLICA_FAILURE))
+                .map(|c| {
+                    assert_eq!(c.status, "True");
+                    (
+                        c.reason.as_deref().unwrap(),
+                        c.message.clone().unwrap(),
+                        c.last_transition_time.as_ref().unwrap().0.as_second() - 1_700_000_000,
+                    )
+                });
+            assert_eq!(cond, want, "step {i}");
+        }
     }
 
     #[test]

@@ -64,6 +64,18 @@ pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
     true
 }
 
+/// Whether a workload's selector selects an object. An empty selector selects nothing here:
+/// Kubernetes refuses such workloads, and matching every object in the namespace would be the
+/// worst possible reading of one.
+pub fn selects(selector: &LabelSelector, meta: &ObjectMeta) -> bool {
+    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty());
+    !empty && selector_matches(selector, labels_of(meta))
+}
+
 /// Whether a plain map selector (Service, nodeSelector) is a subset of `labels`.
 pub fn map_selector_matches(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -106,6 +118,77 @@ pub fn owner_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> OwnerRefe
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
+}
+
+/// A change of an object's ownerReferences: the complete new list, guarded by the
+/// resourceVersion it was computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerChange {
+    pub name: String,
+    pub resource_version: Option<String>,
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// What a controller owns among `candidates`, and the ownerReference changes that make it
+/// so. Kubernetes' ClaimObject rules: its own objects that still match stay; ones that
+/// stopped matching are released (unless the owner is being deleted); orphans that match are
+/// adopted when `adoptable` says so (and neither side is being deleted); objects of other
+/// controllers are left alone. An empty selector selects nothing.
+pub struct Claim<'a, T> {
+    pub owned: Vec<&'a T>,
+    pub adopt: Vec<OwnerChange>,
+    pub release: Vec<OwnerChange>,
+}
+
+pub fn claim<'a, T: kube::Resource>(
+    owner: &ObjectMeta,
+    owner_ref: &OwnerReference,
+    selector: &LabelSelector,
+    candidates: &[&'a T],
+    adoptable: impl Fn(&T) -> bool,
+) -> Claim<'a, T> {
+    let uid = owner.uid.as_deref().unwrap_or("");
+    let owner_deleting = is_deleting(owner);
+    let mut out = Claim {
+        owned: Vec::new(),
+        adopt: Vec::new(),
+        release: Vec::new(),
+    };
+    for obj in candidates.iter().copied() {
+        let meta = obj.meta();
+        let matches = selects(selector, meta);
+        let change = |refs: Vec<OwnerReference>| OwnerChange {
+            name: meta.name.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.clone(),
+            owner_references: refs,
+        };
+        match controller_ref(meta) {
+            Some(r) if r.uid == uid => {
+                if matches {
+                    out.owned.push(obj);
+                } else if !owner_deleting {
+                    let rest = meta
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .filter(|r| r.uid != uid)
+                        .cloned()
+                        .collect();
+                    out.release.push(change(rest));
+                }
+            }
+            Some(_) => {}
+            None => {
+                if matches && !owner_deleting && !is_deleting(meta) && adoptable(obj) {
+                    let mut refs = meta.owner_references.clone().unwrap_or_default();
+                    refs.push(owner_ref.clone());
+                    out.adopt.push(change(refs));
+                    out.owned.push(obj);
+                }
+            }
+        }
+    }
+    out
 }
 
 pub fn is_controlled_by(meta: &ObjectMeta, owner: &ObjectMeta) -> bool {

@@ -8,53 +8,43 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 
-const DEPLOY: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
+/// A workload manifest: `kind` named `name` with `replicas` pods labelled `app: <app>`
+/// running `image`; `spec` adds lines to the spec (indented by two spaces), `labels` gives
+/// the object labels too.
+fn workload(kind: &str, name: &str, replicas: u32, app: &str, image: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: {kind}
 metadata:
-  name: nginx
+  name: {name}
+  labels:
+    app: {app}
 spec:
-  replicas: 3
-  selector:
+  replicas: {replicas}
+{spec}  selector:
     matchLabels:
-      app: nginx
+      app: {app}
   template:
     metadata:
       labels:
-        app: nginx
+        app: {app}
     spec:
       containers:
-      - name: nginx
-        image: nginx:1
+      - name: c
+        image: {image}
         ports:
         - containerPort: 80
-"#;
+"
+    )
+}
 
-const STS: &str = r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: web
-spec:
-  serviceName: nginx
-  updateStrategy:
-    type: RollingUpdate
-  replicas: 3
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1
-"#;
+/// The Deployment most tests use: nginx, 3 replicas.
+fn deploy_nginx() -> String {
+    workload("Deployment", "nginx", 3, "nginx", "nginx:1", "")
+}
 
 async fn live_pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Pod> {
     let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
@@ -67,6 +57,21 @@ async fn live_pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Pod> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// (live pods matching `selector`, how many of them have an owner).
+async fn owned_pods(c: &Cluster, selector: &str) -> (usize, usize) {
+    let pods = live_pods(c, "default", selector).await;
+    let owned = pods
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|r| !r.is_empty())
+        })
+        .count();
+    (pods.len(), owned)
 }
 
 /// `kubectl rollout status`, with the objects' state in the failure message.
@@ -96,7 +101,7 @@ fn image(p: &Pod) -> String {
 async fn deployment_rollout_undo_scale_and_gc() {
     let c = Cluster::start().await;
     let kubelet = fake_kubelet(c.client.clone(), "default");
-    let f = c.write("deploy.yaml", DEPLOY);
+    let f = c.write("deploy.yaml", &deploy_nginx());
     c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
     rollout_status(&c, "deployment/nginx");
     let pods = live_pods(&c, "default", "app=nginx").await;
@@ -110,7 +115,7 @@ async fn deployment_rollout_undo_scale_and_gc() {
             .all(|p| p.metadata.labels.as_ref().unwrap()["pod-template-hash"] == hash)
     );
 
-    c.kubectl(&["set", "image", "deployment/nginx", "nginx=nginx:2"]);
+    c.kubectl(&["set", "image", "deployment/nginx", "c=nginx:2"]);
     rollout_status(&c, "deployment/nginx");
     eventually(20, "only new pods", || async {
         let pods = live_pods(&c, "default", "app=nginx").await;
@@ -206,7 +211,17 @@ async fn deployment_rollout_undo_scale_and_gc() {
 #[ignore = "needs the muster binary (cargo build -p muster)"]
 async fn statefulset_ordered_with_stable_names() {
     let c = Cluster::start().await;
-    let f = c.write("sts.yaml", STS);
+    let f = c.write(
+        "sts.yaml",
+        &workload(
+            "StatefulSet",
+            "web",
+            3,
+            "web",
+            "nginx:1",
+            "  serviceName: nginx\n  updateStrategy:\n    type: RollingUpdate\n",
+        ),
+    );
     c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
     // No node yet: web-0 only, and it waits.
     eventually(10, "web-0", || async {
@@ -266,13 +281,24 @@ async fn namespace_deletion_empties_and_removes_it() {
         ..Default::default()
     };
     ns_api.create(&Default::default(), &ns).await.unwrap();
-    let f = c.write("deploy.yaml", DEPLOY);
+    let f = c.write("deploy.yaml", &deploy_nginx());
     c.kubectl(&["apply", "-n", "doomed", "-f", f.to_str().unwrap()]);
     eventually(10, "pods in doomed", || async {
         let n = live_pods(&c, "doomed", "app=nginx").await.len();
         if n == 3 { Ok(()) } else { Err(format!("{n}")) }
     })
     .await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "doomed");
+    for i in 0..20 {
+        let cm = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("cm-{i}")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        cms.create(&Default::default(), &cm).await.unwrap();
+    }
     ns_api
         .delete("doomed", &DeleteParams::default())
         .await
@@ -284,27 +310,21 @@ async fn namespace_deletion_empties_and_removes_it() {
         }
     })
     .await;
+    // The 20 ConfigMaps went in one DELETE of the collection, not one by one.
+    let metrics = c.kubectl(&["get", "--raw", "/metrics"]);
+    let requests = |verb: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "apiserver_request_total{{verb=\"{verb}\",resource=\"configmaps\""
+                ))
+            })
+            .count()
+    };
+    assert!(requests("deletecollection") > 0, "{metrics}");
+    assert_eq!(requests("delete"), 0, "{metrics}");
 }
-
-const RS_SMALL: &str = r#"
-apiVersion: apps/v1
-kind: ReplicaSet
-metadata:
-  name: small
-spec:
-  replicas: 4
-  selector:
-    matchLabels:
-      app: small
-  template:
-    metadata:
-      labels:
-        app: small
-    spec:
-      containers:
-      - name: c
-        image: x
-"#;
 
 async fn add_node(c: &Cluster, name: &str, ready: bool) {
     use k8s_openapi::api::core::v1::Node;
@@ -332,7 +352,10 @@ async fn add_node(c: &Cluster, name: &str, ready: bool) {
 async fn scheduler_spreads_over_ready_nodes_and_reports_failures() {
     let c = Cluster::start().await;
     add_node(&c, "node-b", false).await;
-    let f = c.write("rs.yaml", RS_SMALL);
+    let f = c.write(
+        "rs.yaml",
+        &workload("ReplicaSet", "small", 4, "small", "x", ""),
+    );
     c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
     eventually(10, "FailedScheduling", || async {
         let pods = live_pods(&c, "default", "app=small").await;
@@ -347,17 +370,34 @@ async fn scheduler_spreads_over_ready_nodes_and_reports_failures() {
         if msgs.len() == 4 && msgs.iter().all(|m| m == want) { Ok(()) } else { Err(format!("{msgs:?}")) }
     })
     .await;
-    // Two Ready nodes appear: the pending pods are retried and spread evenly.
+    // Two Ready nodes appear: the pending pods are retried and bound to them. Some may be
+    // bound before the second node is Ready, so the spread is checked on 4 more pods: each
+    // goes to the least loaded node, which always ends at 4 and 4.
     add_node(&c, "node-a", true).await;
     add_node(&c, "node-c", true).await;
-    eventually(10, "bound", || async {
+    let bound_nodes = || async {
         let pods = live_pods(&c, "default", "app=small").await;
         let mut nodes: Vec<String> = pods
             .iter()
             .filter_map(|p| p.spec.as_ref()?.node_name.clone())
             .collect();
         nodes.sort();
-        if nodes == ["node-a", "node-a", "node-c", "node-c"] {
+        nodes
+    };
+    eventually(10, "bound", || async {
+        let nodes = bound_nodes().await;
+        if nodes.len() == 4 && !nodes.iter().any(|n| n == "node-b") {
+            Ok(())
+        } else {
+            Err(format!("{nodes:?}"))
+        }
+    })
+    .await;
+    c.kubectl(&["scale", "rs/small", "--replicas=8"]);
+    eventually(10, "spread", || async {
+        let nodes = bound_nodes().await;
+        let on = |n: &str| nodes.iter().filter(|x| x.as_str() == n).count();
+        if nodes.len() == 8 && on("node-a") == 4 && on("node-c") == 4 {
             Ok(())
         } else {
             Err(format!("{nodes:?}"))
@@ -370,7 +410,10 @@ async fn scheduler_spreads_over_ready_nodes_and_reports_failures() {
 #[ignore = "needs the muster binary (cargo build -p muster)"]
 async fn orphan_and_foreground_deletion() {
     let c = Cluster::start().await;
-    let f = c.write("rs.yaml", RS_SMALL);
+    let f = c.write(
+        "rs.yaml",
+        &workload("ReplicaSet", "small", 4, "small", "x", ""),
+    );
     c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
     eventually(10, "pods", || async {
         let n = live_pods(&c, "default", "app=small").await.len();
@@ -380,40 +423,18 @@ async fn orphan_and_foreground_deletion() {
     // Orphan: the ReplicaSet goes, its pods stay and lose their owner.
     c.kubectl(&["delete", "rs", "small", "--cascade=orphan"]);
     eventually(20, "orphaned", || async {
-        let pods = live_pods(&c, "default", "app=small").await;
-        let owned = pods
-            .iter()
-            .filter(|p| {
-                p.metadata
-                    .owner_references
-                    .as_ref()
-                    .is_some_and(|r| !r.is_empty())
-            })
-            .count();
-        if pods.len() == 4 && owned == 0 {
-            Ok(())
-        } else {
-            Err(format!("{} pods, {owned} owned", pods.len()))
+        match owned_pods(&c, "app=small").await {
+            (4, 0) => Ok(()),
+            (n, owned) => Err(format!("{n} pods, {owned} owned")),
         }
     })
     .await;
     // A new ReplicaSet adopts them; foreground deletion removes pods before the set.
     c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
     eventually(20, "adopted", || async {
-        let pods = live_pods(&c, "default", "app=small").await;
-        let owned = pods
-            .iter()
-            .filter(|p| {
-                p.metadata
-                    .owner_references
-                    .as_ref()
-                    .is_some_and(|r| !r.is_empty())
-            })
-            .count();
-        if pods.len() == 4 && owned == 4 {
-            Ok(())
-        } else {
-            Err(format!("{} pods, {owned} owned", pods.len()))
+        match owned_pods(&c, "app=small").await {
+            (4, 4) => Ok(()),
+            (n, owned) => Err(format!("{n} pods, {owned} owned")),
         }
     })
     .await;
@@ -479,4 +500,253 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));
     b.abort();
+}
+
+/// The ReplicaSet reports pod creation failures as Kubernetes does: a `ReplicaFailure`
+/// condition (FailedCreate, with the API's message) while they last, removed once pods can
+/// be created again. The failure is made by marking the namespace Terminating in its status
+/// (the API then refuses new content there, events included) and undone by marking it
+/// Active again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the muster binary (cargo build -p muster)"]
+async fn replica_failure_condition_comes_and_goes() {
+    let c = Cluster::start().await;
+    c.kubectl(&["create", "namespace", "frozen"]);
+    let f = c.write(
+        "rs.yaml",
+        &workload("ReplicaSet", "small", 4, "small", "x", ""),
+    );
+    c.kubectl(&["apply", "-n", "frozen", "-f", f.to_str().unwrap()]);
+    eventually(10, "4 pods", || async {
+        let n = live_pods(&c, "frozen", "app=small").await.len();
+        if n == 4 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    let phase = |p: &str| {
+        c.kubectl(&[
+            "patch",
+            "namespace",
+            "frozen",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"phase":"{p}"}}}}"#),
+        ]);
+    };
+    phase("Terminating");
+    c.kubectl(&["scale", "-n", "frozen", "rs/small", "--replicas=6"]);
+    let condition = || {
+        c.kubectl(&[
+            "get",
+            "-n",
+            "frozen",
+            "rs/small",
+            "-o",
+            r#"jsonpath={range .status.conditions[*]}{.type}/{.status}/{.reason}: {.message}{"\n"}{end}"#,
+        ])
+    };
+    let failing = eventually(10, "ReplicaFailure", || async {
+        let got = condition();
+        if got.starts_with("ReplicaFailure/True/FailedCreate: ") {
+            Ok(got)
+        } else {
+            Err(got)
+        }
+    })
+    .await;
+    assert!(
+        failing.contains("is forbidden: unable to create new content in namespace frozen because it is being terminated"),
+        "{failing}"
+    );
+    let describe = c.kubectl(&["describe", "-n", "frozen", "rs/small"]);
+    assert!(
+        describe.contains("ReplicaFailure   True    FailedCreate"),
+        "{describe}"
+    );
+
+    phase("Active");
+    eventually(30, "recovered", || async {
+        let n = live_pods(&c, "frozen", "app=small").await.len();
+        let cond = condition();
+        if n == 6 && cond.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{n} pods, {cond}"))
+        }
+    })
+    .await;
+}
+
+/// Events are aggregated as client-go's recorder does: 15 "Created pod" events of one
+/// ReplicaSet are 9 events plus one "(combined from similar events)" event counted 6 times,
+/// which `kubectl describe` shows as "(x6 over ...)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the muster binary (cargo build -p muster)"]
+async fn similar_events_are_combined_and_counted() {
+    let c = Cluster::start().await;
+    let f = c.write(
+        "many.yaml",
+        &workload("ReplicaSet", "many", 15, "many", "x", ""),
+    );
+    c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+    let describe = eventually(20, "combined event", || async {
+        let out = c.kubectl(&["describe", "rs/many"]);
+        let combined: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("(combined from similar events): Created pod: many-"))
+            .collect();
+        if combined.len() == 1 && combined[0].contains("(x6 over ") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    let created = describe
+        .lines()
+        .filter(|l| l.contains("SuccessfulCreate"))
+        .count();
+    assert_eq!(
+        created, 10,
+        "9 single events and the combined one: {describe}"
+    );
+    let counts = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=SuccessfulCreate,involvedObject.name=many",
+        "-o",
+        r#"jsonpath={range .items[*]}{.count} {end}"#,
+    ]);
+    let mut counts: Vec<i64> = counts
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [1, 1, 1, 1, 1, 1, 1, 1, 1, 6]);
+}
+
+fn controller_of_rs(c: &Cluster, name: &str) -> String {
+    c.kubectl(&[
+        "get",
+        "rs",
+        name,
+        "-o",
+        r#"jsonpath={range .metadata.ownerReferences[?(@.controller==true)]}{.kind}/{.name}{end}"#,
+    ])
+}
+
+/// A Deployment adopts an orphan ReplicaSet its selector matches (with the same template it
+/// becomes its current ReplicaSet: no new one, no new pods) and releases it when its labels
+/// stop matching (then it makes its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the muster binary (cargo build -p muster)"]
+async fn deployment_adopts_and_releases_replicasets() {
+    let c = Cluster::start().await;
+    let kubelet = fake_kubelet(c.client.clone(), "default");
+    let f = c.write(
+        "orphan.yaml",
+        &workload("ReplicaSet", "orphan", 3, "nginx", "nginx:1", ""),
+    );
+    c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+    eventually(10, "orphan's pods", || async {
+        let n = live_pods(&c, "default", "app=nginx").await.len();
+        if n == 3 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    let f = c.write("deploy.yaml", &deploy_nginx());
+    c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+    eventually(10, "adopted", || async {
+        let owner = controller_of_rs(&c, "orphan");
+        if owner == "Deployment/nginx" {
+            Ok(())
+        } else {
+            Err(owner)
+        }
+    })
+    .await;
+    rollout_status(&c, "deployment/nginx");
+    let names = c.kubectl(&["get", "rs", "-o", "name"]);
+    assert_eq!(
+        names.trim(),
+        "replicaset.apps/orphan",
+        "no second ReplicaSet"
+    );
+    assert_eq!(live_pods(&c, "default", "app=nginx").await.len(), 3);
+
+    // Relabelled out of the selector: released, and the Deployment makes its own.
+    c.kubectl(&["label", "rs", "orphan", "app=elsewhere", "--overwrite"]);
+    eventually(10, "released", || async {
+        let owner = controller_of_rs(&c, "orphan");
+        if owner.is_empty() { Ok(()) } else { Err(owner) }
+    })
+    .await;
+    rollout_status(&c, "deployment/nginx");
+    let rs_list = c.kubectl(&["get", "rs", "-o", "name"]);
+    let own: Vec<&str> = rs_list
+        .lines()
+        .filter(|l| l.starts_with("replicaset.apps/nginx-"))
+        .collect();
+    assert_eq!(own.len(), 1, "{rs_list}");
+    assert_eq!(
+        controller_of_rs(&c, own[0].trim_start_matches("replicaset.apps/")),
+        "Deployment/nginx"
+    );
+    kubelet.abort();
+}
+
+/// `kubectl scale` in the middle of a rollout spreads the change over the old and new
+/// ReplicaSets in proportion to their sizes, as Kubernetes does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the muster binary (cargo build -p muster)"]
+async fn scaling_mid_rollout_is_proportional() {
+    let c = Cluster::start().await;
+    let kubelet = fake_kubelet(c.client.clone(), "default");
+    let f = c.write(
+        "big.yaml",
+        &workload(
+            "Deployment",
+            "big",
+            10,
+            "big",
+            "app:1",
+            "  strategy:\n    rollingUpdate:\n      maxSurge: 3\n      maxUnavailable: 2\n",
+        ),
+    );
+    c.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+    rollout_status(&c, "deployment/big");
+    // New pods never become ready: the rollout stops at old 8 (10 - maxUnavailable) and
+    // new 5 (10 + maxSurge - 8).
+    kubelet.abort();
+    c.kubectl(&["set", "image", "deployment/big", "c=app:2"]);
+    let sizes = || {
+        c.kubectl(&[
+            "get",
+            "rs",
+            "--sort-by=.metadata.annotations.deployment\\.kubernetes\\.io/revision",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.replicas} {end}"#,
+        ])
+        .trim()
+        .to_string()
+    };
+    eventually(20, "stuck mid-rollout", || async {
+        let got = sizes();
+        if got == "8 5" { Ok(()) } else { Err(got) }
+    })
+    .await;
+    c.kubectl(&["scale", "deployment/big", "--replicas=20"]);
+    // 10 more (20 + 3 - 13), by proportion: 8 → 14 (8·23/13 rounded) and 5 → 9 (5·23/13).
+    eventually(20, "proportional", || async {
+        let got = sizes();
+        if got == "14 9" { Ok(()) } else { Err(got) }
+    })
+    .await;
+    let annotations = c.kubectl(&[
+        "get",
+        "rs",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.annotations.deployment\.kubernetes\.io/desired-replicas}/{.metadata.annotations.deployment\.kubernetes\.io/max-replicas} {end}"#,
+    ]);
+    assert_eq!(annotations.trim(), "20/23 20/23");
 }

@@ -136,6 +136,20 @@ impl Sim {
         plan
     }
 
+    /// `kubectl set image`.
+    fn set_image(&mut self, image: &str) {
+        let spec = self
+            .d
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap();
+        spec.containers[0].image = Some(image.into());
+    }
+
     /// The RS controller catches up: every RS has exactly its spec's pods, all available.
     fn settle(&mut self) {
         for rs in &mut self.rss {
@@ -261,15 +275,7 @@ fn rolling_update_respects_surge_and_unavailability() {
     for (n, surge, unavail, s_n, u_n) in cases {
         let mut s = Sim::new(deployment(n, "nginx:1", "RollingUpdate", surge, unavail));
         s.run_to_completion(s_n, u_n);
-        s.d.spec
-            .as_mut()
-            .unwrap()
-            .template
-            .spec
-            .as_mut()
-            .unwrap()
-            .containers[0]
-            .image = Some("nginx:2".into());
+        s.set_image("nginx:2");
         s.d.metadata.generation = Some(2);
         s.run_to_completion(s_n, u_n);
         let sizes = s.sizes();
@@ -280,15 +286,7 @@ fn rolling_update_respects_surge_and_unavailability() {
         );
         assert_eq!(s.condition("Progressing").1, "NewReplicaSetAvailable");
         // Roll back to the first template: the old RS becomes new with revision 3.
-        s.d.spec
-            .as_mut()
-            .unwrap()
-            .template
-            .spec
-            .as_mut()
-            .unwrap()
-            .containers[0]
-            .image = Some("nginx:1".into());
+        s.set_image("nginx:1");
         s.run_to_completion(s_n, u_n);
         assert_eq!(s.sizes(), vec![("3".into(), n), ("2".into(), 0)]);
     }
@@ -298,15 +296,7 @@ fn rolling_update_respects_surge_and_unavailability() {
 fn recreate_scales_old_to_zero_before_the_new_one() {
     let mut s = Sim::new(deployment(3, "nginx:1", "Recreate", "", ""));
     s.run_to_completion(0, 3);
-    s.d.spec
-        .as_mut()
-        .unwrap()
-        .template
-        .spec
-        .as_mut()
-        .unwrap()
-        .containers[0]
-        .image = Some("nginx:2".into());
+    s.set_image("nginx:2");
     let p = s.step();
     assert!(p.create.is_none());
     assert_eq!(p.scale.len(), 1);
@@ -349,15 +339,7 @@ fn scaling_and_pausing() {
     s.run_to_completion(2, 1);
     assert_eq!(s.sizes(), vec![("1".into(), 5)]);
     s.d.spec.as_mut().unwrap().paused = Some(true);
-    s.d.spec
-        .as_mut()
-        .unwrap()
-        .template
-        .spec
-        .as_mut()
-        .unwrap()
-        .containers[0]
-        .image = Some("nginx:2".into());
+    s.set_image("nginx:2");
     s.run_to_completion(2, 1);
     assert_eq!(s.sizes(), vec![("1".into(), 5)], "paused: no new RS");
     assert_eq!(
@@ -385,4 +367,171 @@ fn progress_deadline() {
         ("False".into(), "ProgressDeadlineExceeded".into())
     );
     assert_eq!(s.condition("Available").0, "False");
+}
+
+/// A ReplicaSet of the Deployment `d` with `replicas`, created at `created`, running
+/// `image`, sized for a Deployment of `sized_for` replicas (its annotations), all available.
+fn owned_rs(
+    d: &Deployment,
+    name: &str,
+    replicas: i32,
+    created: i64,
+    image: &str,
+    sized_for: i32,
+) -> ReplicaSet {
+    let mut t = d.spec.as_ref().unwrap().template.clone();
+    t.spec.as_mut().unwrap().containers[0].image = Some(image.into());
+    let (surge, _) = surge_and_unavailable(d);
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            uid: Some(format!("uid-{name}")),
+            creation_timestamp: Some(ts(created)),
+            annotations: Some(
+                [
+                    (ANN_REVISION.to_string(), created.to_string()),
+                    (ANN_DESIRED.to_string(), sized_for.to_string()),
+                    (ANN_MAX.to_string(), (sized_for + surge).to_string()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![util::owner_ref("apps/v1", "Deployment", &d.metadata)]),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            selector: d.spec.as_ref().unwrap().selector.clone(),
+            template: Some(t),
+            min_ready_seconds: None,
+        }),
+        status: Some(ReplicaSetStatus {
+            replicas,
+            ready_replicas: Some(replicas),
+            available_replicas: Some(replicas),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `kubectl scale` mid-rollout, with Kubernetes' own cases (TestScale in its deployment
+/// controller: maxSurge 0): the new ReplicaSet runs `nginx:new`, old ones other images.
+#[test]
+fn scaling_mid_rollout_is_proportional() {
+    // (name, from, to, [(ReplicaSet, replicas, created)] with the new one last, sizes after)
+    type Case = (
+        &'static str,
+        i32,
+        i32,
+        &'static [(&'static str, i32, i64)],
+        &'static [i32],
+    );
+    let cases: [Case; 7] = [
+        ("5 -> 10", 5, 10, &[("v1", 3, 1), ("v2", 2, 2)], &[6, 4]),
+        ("5 -> 3", 5, 3, &[("v1", 3, 1), ("v2", 2, 2)], &[2, 1]),
+        ("9 -> 4", 9, 4, &[("v1", 1, 1), ("v2", 8, 2)], &[0, 4]),
+        (
+            "7 -> 10",
+            7,
+            10,
+            &[("v1", 2, 1), ("v2", 3, 2), ("v3", 2, 3)],
+            &[3, 4, 3],
+        ),
+        (
+            "13 -> 8",
+            13,
+            8,
+            &[("v1", 3, 1), ("v2", 8, 2), ("v3", 2, 3)],
+            &[2, 5, 1],
+        ),
+        ("to zero", 5, 0, &[("v1", 3, 1), ("v2", 2, 2)], &[0, 0]),
+        // Only one active ReplicaSet: it takes the whole size.
+        ("one active", 4, 6, &[("v1", 0, 1), ("v2", 4, 2)], &[0, 6]),
+    ];
+    for (case, from, to, sets, want) in cases {
+        let d = deployment(to, "nginx:new", "RollingUpdate", "0", "1");
+        let last = sets.len() - 1;
+        let rss: Vec<ReplicaSet> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, (name, n, created))| {
+                let image = if i == last {
+                    "new".into()
+                } else {
+                    name.to_string()
+                };
+                owned_rs(&d, name, *n, *created, &format!("nginx:{image}"), from)
+            })
+            .collect();
+        let refs: Vec<&ReplicaSet> = rss.iter().collect();
+        let plan = reconcile(&Observed {
+            deployment: &d,
+            replicasets: &refs,
+            pods: &[],
+            now: ts(100).0,
+        });
+        assert!(plan.create.is_none(), "{case}: scaling creates nothing");
+        let size_after = |rs: &ReplicaSet| {
+            plan.scale
+                .iter()
+                .find(|s| Some(&s.replicaset) == rs.metadata.name.as_ref())
+                .map_or(rs_replicas(rs), |s| s.to)
+        };
+        let got: Vec<i32> = rss.iter().map(size_after).collect();
+        assert_eq!(got, want, "{case}");
+        let sized_for = to.to_string();
+        for s in &plan.scale {
+            let a = &s.annotations;
+            assert_eq!(
+                (&a[ANN_DESIRED], &a[ANN_MAX]),
+                (&sized_for, &sized_for),
+                "{case}"
+            );
+            assert!(!a.contains_key(ANN_REVISION), "{case}: revision kept");
+        }
+    }
+}
+
+/// A saturated new ReplicaSet (full size, sized for the Deployment, all available) means the
+/// old ones go to zero at once; and after a proportional scale the rollout goes on to the end.
+#[test]
+fn scaling_then_rollout_completes() {
+    let d = deployment(4, "nginx:new", "RollingUpdate", "0", "1");
+    let rss = [
+        owned_rs(&d, "v1", 2, 1, "nginx:v1", 4),
+        owned_rs(&d, "v2", 4, 2, "nginx:new", 4),
+    ];
+    let refs: Vec<&ReplicaSet> = rss.iter().collect();
+    let plan = reconcile(&Observed {
+        deployment: &d,
+        replicasets: &refs,
+        pods: &[],
+        now: ts(100).0,
+    });
+    let sizes: Vec<(&str, i32)> = plan
+        .scale
+        .iter()
+        .map(|s| (s.replicaset.as_str(), s.to))
+        .collect();
+    assert_eq!(sizes, vec![("v1", 0)]);
+
+    // Mid-rollout (old 4, new 1 of 4, surge 1), scaled to 8: both grow in proportion
+    // (4 → 7 and 1 → 2, 8 + surge), then the rollout finishes at 8 new replicas.
+    let mut s = Sim::new(deployment(4, "nginx:1", "RollingUpdate", "1", "0"));
+    s.run_to_completion(1, 0);
+    s.set_image("nginx:2");
+    s.step();
+    s.settle();
+    assert_eq!(s.sizes(), vec![("1".into(), 4), ("2".into(), 1)]);
+    s.d.spec.as_mut().unwrap().replicas = Some(8);
+    let plan = s.step();
+    assert_eq!(
+        plan.scale.len(),
+        2,
+        "both active ReplicaSets scale: {plan:?}"
+    );
+    assert_eq!(s.sizes(), vec![("1".into(), 7), ("2".into(), 2)]);
+    s.settle();
+    s.run_to_completion(1, 0);
+    assert_eq!(s.sizes(), vec![("1".into(), 0), ("2".into(), 8)]);
 }
