@@ -14,8 +14,9 @@ use crate::cli::{ApiserverArgs, StoreArgs, StoreKind};
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     pub key_prefix: String,
-    /// (CA, client certificate and key): TLS is on exactly when a CA is given.
+    /// CA of the members' serving certificates: TLS is on exactly when it is given.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate and its key.
     pub client_cert: Option<(PathBuf, PathBuf)>,
     pub request_timeout: Option<Duration>,
 }
