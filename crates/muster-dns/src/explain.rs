@@ -221,7 +221,17 @@ fn reason(zone: &Zone, qname: &[u8], result: &mut Value) -> String {
     result["slices"] = json!(slices);
     match &svc.kind {
         ServiceKind::ExternalName(None) => "an ExternalName whose externalName is an IP or invalid: NXDOMAIN (as CoreDNS)".into(),
-        ServiceKind::ExternalName(Some(t)) => format!("ExternalName: a CNAME to {}, resolved upstream", wire::name_to_string(t)),
+        ServiceKind::ExternalName(Some(t)) => {
+            let target = wire::name_to_string(t);
+            let domain = zone.settings().domain.clone();
+            let inside = target.trim_end_matches('.') == domain
+                || target.trim_end_matches('.').ends_with(&format!(".{domain}"));
+            if inside {
+                format!("ExternalName: a CNAME to {target}, inside the cluster zone, so its records follow from this server (explain {target} for why they are what they are); loops and chains over 8 CNAMEs stop")
+            } else {
+                format!("ExternalName: a CNAME to {target}, whose records are resolved upstream and appended")
+            }
+        }
         ServiceKind::Headless if svc.slices.is_empty() => format!(
             "headless service with no EndpointSlice labelled kubernetes.io/service-name={svc_name}: NXDOMAIN (does its selector match any pod?)"
         ),

@@ -23,6 +23,15 @@
 //! - Reverse names (`in-addr.arpa`, `ip6.arpa`) we have no PTR for fall through to forwarding
 //!   (kubeadm's `fallthrough in-addr.arpa ip6.arpa`).
 //! - Before the first full sync every cluster name answers SERVFAIL, never NXDOMAIN.
+//! - ExternalName: a CNAME, whatever the type asked (RFC 1034: a CNAME owner has no other data).
+//!   A target inside the cluster zone is followed here, CNAME by CNAME, and its records follow
+//!   with the target as owner (CoreDNS does the same); a target outside goes to the upstream.
+//!   Unlike CoreDNS (which then answers NODATA without the CNAME), a target that does not exist
+//!   keeps the CNAMEs and takes the target's rcode (RFC 6604), so `dig` shows where it ends.
+//!   Loops and chains over 8 CNAMEs stop: the CNAMEs so far, each once, NOERROR (as an
+//!   authoritative BIND answers; the client's resolver sees the loop), where CoreDNS answers
+//!   NODATA. CoreDNS answers SRV on an ExternalName with an SRV to the target; we keep the
+//!   CNAME, which every resolver follows.
 //! - When the answer section does not fit the client's UDP size the reply carries no answers
 //!   and TC=1 (the client retries over TCP and gets all of them); an additional section that
 //!   does not fit is left out without TC (RFC 2181 §9).
@@ -48,8 +57,9 @@ pub enum Outcome {
     Reply { len: usize, qtype: u16, rcode: u8 },
     /// A name outside the cluster data: forward the query to an upstream.
     Forward { qtype: u16 },
-    /// An ExternalName: `out[..len]` holds the response with the CNAME (rdata at `target_at`);
-    /// the caller resolves the target and appends its records.
+    /// An ExternalName chain that leaves the cluster zone: `out[..len]` holds the response with
+    /// the CNAMEs (the last target's name at `target_at`); the caller resolves that target
+    /// upstream and appends its records.
     Chase {
         len: usize,
         qtype: u16,
@@ -434,7 +444,7 @@ impl Ctx<'_, '_> {
             .0
     }
 
-    /// As [`Ctx::finish`], also returning the answer count and whether it was truncated.
+    /// As [`Ctx::finish`], also returning whether the answer was truncated.
     fn finish_counted(
         &self,
         out: &mut [u8],
@@ -442,12 +452,11 @@ impl Ctx<'_, '_> {
         answers: impl FnOnce(&mut Writer<'_>, &mut Extra) -> Result<u16, Full>,
         authority: impl FnOnce(&mut Writer<'_>) -> Result<u16, Full>,
         additional: impl FnOnce(&mut Writer<'_>, &Extra) -> Result<u16, Full>,
-    ) -> (usize, u16, bool, Option<usize>) {
+    ) -> (usize, bool) {
         let mut w = Writer::new(out, self.limit);
         let mut extra = Extra {
             targets: Fixed::new(),
             ns_target: None,
-            cname_at: None,
         };
         let header = wire::write_header(
             &mut w,
@@ -494,7 +503,7 @@ impl Ctx<'_, '_> {
         wire::set_count(w.buf, wire::ANCOUNT_AT, an);
         wire::set_count(w.buf, wire::NSCOUNT_AT, ns);
         wire::set_count(w.buf, wire::ARCOUNT_AT, ar);
-        (w.len, an, tc, extra.cname_at)
+        (w.len, tc)
     }
 
     fn truncated(&self, w: &mut Writer<'_>) {
@@ -516,8 +525,6 @@ struct Extra {
     targets: Fixed<(u16, IpAddr), MAX_ADDITIONAL>,
     /// NS glue owner offset.
     ns_target: Option<u16>,
-    /// Offset of the CNAME target, for chasing.
-    cname_at: Option<usize>,
 }
 
 /// SOA rdata with names compressed against `zone_off` (the zone's labels in the question).
@@ -536,6 +543,48 @@ fn write_soa(w: &mut Writer<'_>, zone: &Zone, owner: usize, ttl: u32) -> Result<
     Ok(())
 }
 
+/// Where the name being answered sits in the response: the offset of its owner name and of
+/// the zone's labels inside it (SRV targets and SOA/NS rdata point there).
+#[derive(Clone, Copy)]
+struct Owner {
+    name: usize,
+    zone: usize,
+}
+
+impl Owner {
+    /// The offset of a service's own label inside this name (`<svc>.<ns>.svc.<zone>`).
+    fn service(&self, svc: &ServiceData) -> usize {
+        self.zone - (1 + svc.name.len() + 1 + svc.namespace.len() + 4)
+    }
+}
+
+/// How the answer for one name of a CNAME chain ended.
+enum Step<'z> {
+    /// Records of the asked type (0: the name exists without them, NODATA).
+    Records(u16),
+    NxDomain,
+    /// An ExternalName's CNAME was written; its target (lower-case wire form) starts at `at`.
+    Cname {
+        target: &'z [u8],
+        at: usize,
+    },
+}
+
+/// How a whole answer ended, for the rcode and the authority section.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Answered,
+    /// NOERROR without records of the asked type at the end of the chain: SOA in authority.
+    NoData,
+    NxDomain,
+    /// The chain leaves the cluster data at the CNAME target at this offset.
+    Leaves(usize),
+}
+
+/// At most this many CNAMEs in one answer (as CoreDNS); the records of the 8th CNAME's target
+/// are still answered, a 9th CNAME is not, and the chain is answered as far as it got.
+const MAX_CHAIN: usize = 8;
+
 fn respond(
     zone: &Zone,
     q: &Query<'_>,
@@ -547,135 +596,200 @@ fn respond(
 ) -> Outcome {
     let ctx = Ctx::new(zone, q, question, client);
     let zone_off = wire::HEADER_LEN + zone_at;
-    let qname_off = wire::HEADER_LEN;
-    // The offset of the service label inside the question (for SRV targets and glue owners).
-    let svc_off = |svc: &ServiceData| -> usize {
-        let suffix = 1 + svc.name.len() + 1 + svc.namespace.len() + 4;
-        zone_off - suffix
-    };
     let qtype = q.qtype;
     let ttl = ctx.ttl;
-    let negative = |out: &mut [u8], rc: u8| {
-        let len = ctx.finish(
-            out,
-            rc,
-            |_, _| Ok(0),
-            |w| write_soa(w, zone, zone_off, ttl).map(|_| 1),
-            |_, _| Ok(0),
-        );
-        Outcome::Reply {
+    let end = std::cell::Cell::new(End::Answered);
+    let (len, tc) = ctx.finish_counted(
+        out,
+        rcode::NOERROR,
+        |w, extra| {
+            let first = Owner {
+                name: wire::HEADER_LEN,
+                zone: zone_off,
+            };
+            let (count, how) = answer_chain(w, extra, zone, q.qname, found, first, qtype, ttl)?;
+            end.set(how);
+            Ok(count)
+        },
+        |w| match end.get() {
+            End::NoData | End::NxDomain => write_soa(w, zone, zone_off, ttl).map(|_| 1),
+            End::Answered | End::Leaves(_) => Ok(0),
+        },
+        |w, extra| {
+            let mut n = 0;
+            if let Some(owner) = extra.ns_target {
+                n += glue(w, zone, owner as usize, ttl, rtype::ANY)?;
+            }
+            for (owner, ip) in extra.targets.as_slice() {
+                w.address_record(*owner as usize, ttl, &ip_bytes(ip))?;
+                n += 1;
+            }
+            Ok(n)
+        },
+    );
+    if tc {
+        return Outcome::Reply {
             len,
             qtype,
-            rcode: rc,
-        }
-    };
-    // A positive answer, or None when it produced no record (then the caller answers NODATA).
-    let positive = |out: &mut [u8],
-                    answers: &mut dyn FnMut(&mut Writer<'_>, &mut Extra) -> Result<u16, Full>|
-     -> Option<Outcome> {
-        let (len, count, tc, cname_at) = ctx.finish_counted(
-            out,
-            rcode::NOERROR,
-            |w, extra| answers(w, extra),
-            |_| Ok(0),
-            |w, extra| {
-                let mut n = 0;
-                if let Some(owner) = extra.ns_target {
-                    n += glue(w, zone, owner as usize, ttl, rtype::ANY)?;
-                }
-                for (owner, ip) in extra.targets.as_slice() {
-                    w.address_record(*owner as usize, ttl, &ip_bytes(ip))?;
-                    n += 1;
-                }
-                Ok(n)
-            },
-        );
-        if count == 0 && !tc {
-            return None;
-        }
-        Some(match cname_at {
-            Some(target_at) if qtype != rtype::CNAME && !tc => Outcome::Chase {
-                len,
-                qtype,
-                target_at,
-            },
-            _ => Outcome::Reply {
-                len,
-                qtype,
-                rcode: rcode::NOERROR,
-            },
-        })
-    };
-    // Runs a positive answer; falls back to NODATA when it produced no record.
-    let try_positive =
-        |out: &mut [u8], f: &mut dyn FnMut(&mut Writer<'_>, &mut Extra) -> Result<u16, Full>| {
-            positive(out, f).unwrap_or_else(|| negative(out, rcode::NOERROR))
+            rcode: rcode::NOERROR,
         };
+    }
+    match end.get() {
+        End::Leaves(target_at) => Outcome::Chase {
+            len,
+            qtype,
+            target_at,
+        },
+        End::NxDomain => {
+            wire::set_rcode(out, rcode::NXDOMAIN);
+            Outcome::Reply {
+                len,
+                qtype,
+                rcode: rcode::NXDOMAIN,
+            }
+        }
+        End::Answered | End::NoData => Outcome::Reply {
+            len,
+            qtype,
+            rcode: rcode::NOERROR,
+        },
+    }
+}
 
-    match found {
-        Found::NxDomain => negative(out, rcode::NXDOMAIN),
-        Found::NoData => negative(out, rcode::NOERROR),
+/// Writes the answer section for `found` and, when it is an ExternalName whose target is in
+/// the cluster zone, for the target too (as CoreDNS does), and so on down the chain. A target
+/// outside the cluster data ends the chain with [`End::Leaves`] (the caller resolves it
+/// upstream). A target already in the chain (a loop) or a chain longer than [`MAX_CHAIN`] is
+/// answered with the CNAMEs written so far, each once. The rcode is that of the last name
+/// (RFC 6604). Returns the number of answer records.
+#[allow(clippy::too_many_arguments)]
+fn answer_chain<'a>(
+    w: &mut Writer<'_>,
+    extra: &mut Extra,
+    zone: &'a Zone,
+    qname: &[u8],
+    mut found: Found<'a>,
+    mut owner: Owner,
+    qtype: u16,
+    ttl: u32,
+) -> Result<(u16, End), Full> {
+    let mut count = 0u16;
+    let mut followed: Fixed<&[u8], MAX_CHAIN> = Fixed::new();
+    loop {
+        let mark = w.len;
+        let (target, at) = match answer_name(w, extra, zone, &found, owner, qtype, ttl)? {
+            Step::Records(0) if count == 0 => return Ok((0, End::NoData)),
+            Step::Records(0) => return Ok((count, End::NoData)),
+            Step::Records(n) => return Ok((count + n, End::Answered)),
+            Step::NxDomain => return Ok((count, End::NxDomain)),
+            Step::Cname { .. } if count as usize == MAX_CHAIN => {
+                // One CNAME too many: take it back and answer the chain so far.
+                w.len = mark;
+                return Ok((count, End::Answered));
+            }
+            Step::Cname { target, at } => (target, at),
+        };
+        count += 1;
+        if qtype == rtype::CNAME {
+            return Ok((count, End::Answered));
+        }
+        // Wire names compare case-insensitively as bytes: length bytes (< 64) are never letters.
+        let seen = target.eq_ignore_ascii_case(qname) || followed.as_slice().contains(&target);
+        if seen || !followed.push(target) {
+            return Ok((count, End::Answered));
+        }
+        let mut offs = [0u8; 128];
+        let nlabels = wire::label_offsets(target, &mut offs);
+        let offs = &offs[..nlabels];
+        let Some(zone_at) = suffix_at(target, offs, &zone.compiled.zone_wire) else {
+            return Ok((count, End::Leaves(at)));
+        };
+        let rel = &offs[..offs
+            .iter()
+            .position(|&o| o as usize == zone_at)
+            .unwrap_or(offs.len())];
+        found = resolve(zone, target, rel);
+        owner = Owner {
+            name: at,
+            zone: at + zone_at,
+        };
+    }
+}
+
+/// Writes the records of one name of the answer (the question, or a CNAME target in the zone).
+fn answer_name<'z>(
+    w: &mut Writer<'_>,
+    extra: &mut Extra,
+    zone: &'z Zone,
+    found: &Found<'z>,
+    owner: Owner,
+    qtype: u16,
+    ttl: u32,
+) -> Result<Step<'z>, Full> {
+    let n = match *found {
+        Found::NxDomain => return Ok(Step::NxDomain),
+        Found::NoData => 0,
         Found::Apex => match qtype {
-            rtype::SOA => try_positive(out, &mut |w, _| {
-                write_soa(w, zone, zone_off, ttl).map(|_| 1)
-            }),
-            rtype::NS => try_positive(out, &mut |w, extra| {
-                let at = w.record_start(qname_off, rtype::NS, ttl)?;
+            rtype::SOA => {
+                write_soa(w, zone, owner.zone, ttl)?;
+                1
+            }
+            rtype::NS => {
+                let at = w.record_start(owner.name, rtype::NS, ttl)?;
                 extra.ns_target = Some(w.len as u16);
                 w.bytes(b"\x02ns\x03dns")?;
-                w.pointer(zone_off)?;
+                w.pointer(owner.zone)?;
                 w.finish_rdata(at);
-                Ok(1)
-            }),
-            _ => negative(out, rcode::NOERROR),
+                1
+            }
+            _ => 0,
         },
         Found::DnsVersion => match qtype {
-            rtype::TXT => try_positive(out, &mut |w, _| {
-                let at = w.record_start(qname_off, rtype::TXT, TXT_TTL)?;
+            rtype::TXT => {
+                let at = w.record_start(owner.name, rtype::TXT, TXT_TTL)?;
                 w.bytes(TXT_VERSION)?;
                 w.finish_rdata(at);
-                Ok(1)
-            }),
-            _ => negative(out, rcode::NOERROR),
-        },
-        Found::NsGlue => try_positive(out, &mut |w, _| glue(w, zone, qname_off, ttl, qtype)),
-        Found::Pod(ip) => try_positive(out, &mut |w, _| {
-            if wants(qtype, &ip) {
-                w.address_record(qname_off, ttl, &ip_bytes(&ip))?;
-                Ok(1)
-            } else {
-                Ok(0)
+                1
             }
-        }),
+            _ => 0,
+        },
+        Found::NsGlue => glue(w, zone, owner.name, ttl, qtype)?,
+        Found::Pod(ip) => {
+            if wants(qtype, &ip) {
+                w.address_record(owner.name, ttl, &ip_bytes(&ip))?;
+                1
+            } else {
+                0
+            }
+        }
         Found::Service(svc) => {
             if let ServiceKind::ExternalName(Some(target)) = &svc.kind {
-                return try_positive(out, &mut |w, extra| {
-                    let at = w.record_start(qname_off, rtype::CNAME, ttl)?;
-                    extra.cname_at = Some(w.len);
-                    w.bytes(target)?;
-                    w.finish_rdata(at);
-                    Ok(1)
+                let at = w.record_start(owner.name, rtype::CNAME, ttl)?;
+                let target_at = w.len;
+                w.bytes(target)?;
+                w.finish_rdata(at);
+                return Ok(Step::Cname {
+                    target,
+                    at: target_at,
                 });
             }
             match qtype {
-                rtype::A | rtype::AAAA | rtype::ANY => try_positive(out, &mut |w, _| {
+                rtype::A | rtype::AAAA | rtype::ANY => {
                     let mut n = 0;
                     if qtype != rtype::AAAA {
-                        n += w.address_set(qname_off, ttl, &svc.v4)?;
+                        n += w.address_set(owner.name, ttl, &svc.v4)?;
                     }
                     if qtype != rtype::A {
-                        n += w.address_set(qname_off, ttl, &svc.v6)?;
+                        n += w.address_set(owner.name, ttl, &svc.v6)?;
                     }
-                    Ok(n)
-                }),
-                rtype::SRV => try_positive(out, &mut |w, extra| {
-                    write_srv(w, extra, svc, None, qname_off, svc_off(svc), ttl)
-                }),
-                _ => negative(out, rcode::NOERROR),
+                    n
+                }
+                rtype::SRV => write_srv(w, extra, svc, None, owner.name, owner.service(svc), ttl)?,
+                _ => 0,
             }
         }
         Found::Endpoint(svc, label) => match qtype {
-            rtype::A | rtype::AAAA | rtype::ANY => try_positive(out, &mut |w, _| {
+            rtype::A | rtype::AAAA | rtype::ANY => {
                 let mut n = 0;
                 let start = w.len;
                 for e in endpoint_matches(svc, label) {
@@ -686,28 +800,27 @@ fn respond(
                     if already_written(&w.buf[start..w.len], &bytes) {
                         continue;
                     }
-                    w.address_record(qname_off, ttl, &bytes)?;
+                    w.address_record(owner.name, ttl, &bytes)?;
                     n += 1;
                 }
-                Ok(n)
-            }),
-            _ => negative(out, rcode::NOERROR),
+                n
+            }
+            _ => 0,
         },
         Found::Port(svc, port, proto) => match qtype {
-            rtype::SRV | rtype::ANY => try_positive(out, &mut |w, extra| {
-                write_srv(
-                    w,
-                    extra,
-                    svc,
-                    Some((port, proto)),
-                    qname_off,
-                    svc_off(svc),
-                    ttl,
-                )
-            }),
-            _ => negative(out, rcode::NOERROR),
+            rtype::SRV | rtype::ANY => write_srv(
+                w,
+                extra,
+                svc,
+                Some((port, proto)),
+                owner.name,
+                owner.service(svc),
+                ttl,
+            )?,
+            _ => 0,
         },
-    }
+    };
+    Ok(Step::Records(n))
 }
 
 fn wants(qtype: u16, ip: &IpAddr) -> bool {

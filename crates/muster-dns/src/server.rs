@@ -364,6 +364,11 @@ fn udp_worker(sock: Arc<UdpSocket>, shared: Arc<Shared>, stop: Arc<AtomicBool>) 
                 }
             }
         }
+        // Counted before sending, so a client that has its answer also sees it in /metrics.
+        let nanos = started.elapsed().as_nanos() as u64;
+        for &(qtype, rcode) in &done[..out] {
+            shared.metrics.record(Proto::Udp, qtype, rcode, nanos);
+        }
         let mut sent = 0;
         while sent < out {
             // SAFETY: wmsgs[sent..out] were filled above and point into `b`.
@@ -375,10 +380,6 @@ fn udp_worker(sock: Arc<UdpSocket>, shared: Arc<Shared>, stop: Arc<AtomicBool>) 
                 continue;
             }
             sent += r as usize;
-        }
-        let nanos = started.elapsed().as_nanos() as u64;
-        for &(qtype, rcode) in &done[..out] {
-            shared.metrics.record(Proto::Udp, qtype, rcode, nanos);
         }
     }
 }
@@ -416,13 +417,13 @@ fn spawn_slow(
         )
         .await;
         if len > 0 {
-            let _ = sock.send_to(&out[..len], peer);
             shared2.metrics.record(
                 Proto::Udp,
                 qtype,
                 rcode,
                 started.elapsed().as_nanos() as u64,
             );
+            let _ = sock.send_to(&out[..len], peer);
         }
     });
 }
@@ -500,15 +501,15 @@ async fn tcp_connection(
             return Ok(());
         }
         out[..2].copy_from_slice(&(n as u16).to_be_bytes());
-        tokio::time::timeout(shared.tcp_idle, stream.write_all(&out[..n + 2]))
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         shared.metrics.record(
             Proto::Tcp,
             qtype,
             rcode,
             started.elapsed().as_nanos() as u64,
         );
+        tokio::time::timeout(shared.tcp_idle, stream.write_all(&out[..n + 2]))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     }
 }
 

@@ -205,6 +205,9 @@ pub fn parse_query(b: &[u8]) -> Result<Query<'_>, Malformed> {
 
 /// The offset past the question section of any message (responses included), names possibly compressed.
 pub fn parse_query_like_response(b: &[u8]) -> Option<usize> {
+    if b.len() < HEADER_LEN {
+        return None;
+    }
     let qdcount = be16(b, 4)?;
     let mut pos = HEADER_LEN;
     for _ in 0..qdcount {

@@ -329,6 +329,15 @@ async fn forwards_chases_and_retries_over_tcp() {
                 RecordType::A,
                 &["CNAME www.example.com.", "A 192.0.2.53"],
             ),
+            (
+                "ext-chain.default.svc.cluster.local.",
+                RecordType::A,
+                &[
+                    "CNAME ext.default.svc.cluster.local.",
+                    "CNAME www.example.com.",
+                    "A 192.0.2.53",
+                ],
+            ),
             // Reverse names we have no PTR for fall through to the upstream.
             ("9.9.9.10.in-addr.arpa.", RecordType::PTR, &["A 192.0.2.53"]),
         ];
@@ -362,7 +371,7 @@ async fn forwards_chases_and_retries_over_tcp() {
             .metrics
             .forwarded
             .load(std::sync::atomic::Ordering::Relaxed)
-            >= 6
+            >= 8
     );
     dns.shutdown();
 }

@@ -74,6 +74,12 @@ pub fn objects() -> (Vec<Namespace>, Vec<Service>, Vec<EndpointSlice>, Vec<Pod>)
             "ext",
             json!({"type": "ExternalName", "externalName": "www.example.com"}),
         ),
+        // A chain: through `ext` (in the cluster zone) to www.example.com (upstream).
+        service(
+            "default",
+            "ext-chain",
+            json!({"type": "ExternalName", "externalName": "ext.default.svc.cluster.local"}),
+        ),
         service(
             "default",
             "extip",
