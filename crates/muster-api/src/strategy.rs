@@ -60,7 +60,20 @@ use crate::status::{ApiError, ApiResult, Causes};
 
 /// Defaults and validates a new object. On success `obj` is what is stored.
 pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
-    *obj = decode(rt, obj)?;
+    let known = decode(rt, obj)?;
+    prepare_create_decoded(rt, obj, known)
+}
+
+/// The typed round trip of an object: what Kubernetes' decoder keeps of it. Fails as
+/// [`prepare_create`] does on a body that does not decode.
+pub fn decode_known(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
+    decode(rt, obj)
+}
+
+/// [`prepare_create`] of an `obj` whose [`decode_known`] is `known`: callers that also need
+/// [`unknown_fields_of`] decode once instead of twice.
+pub fn prepare_create_decoded(rt: &ResourceType, obj: &mut Value, known: Value) -> ApiResult<()> {
+    *obj = known;
     check_quantities(rt, obj)?;
     clear_namespace_if_cluster_scoped(rt, obj);
     reset_for_create(rt, obj);
@@ -160,11 +173,16 @@ pub fn has_status_subresource(rt: &ResourceType) -> bool {
 /// schema of `rt` does not know. Empty when the body does not decode at all (the decode error
 /// is reported by `prepare_*`).
 pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Vec<String> {
-    let Ok(known) = decode(rt, obj) else {
-        return Vec::new();
-    };
+    match decode(rt, obj) {
+        Ok(known) => unknown_fields_of(obj, &known),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// [`unknown_fields`] of `obj` given its [`decode_known`].
+pub fn unknown_fields_of(obj: &Value, known: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    diff_keys(obj, &known, "", &mut out);
+    diff_keys(obj, known, "", &mut out);
     out
 }
 

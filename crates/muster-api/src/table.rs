@@ -589,9 +589,9 @@ pub fn row(rt: &ResourceType, obj: &Value, now: DateTime<Utc>, include: IncludeO
 }
 
 /// A whole `meta.k8s.io/v1` Table; `continue_token` is set for a partial list.
-pub fn table(
+pub fn table<'a>(
     rt: &ResourceType,
-    items: &[Value],
+    items: impl IntoIterator<Item = &'a Value>,
     now: DateTime<Utc>,
     resource_version: &str,
     continue_token: Option<&str>,
@@ -607,7 +607,7 @@ pub fn table(
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
         "columnDefinitions": column_definitions(rt),
-        "rows": items.iter().map(|o| row(rt, o, now, include)).collect::<Vec<_>>(),
+        "rows": items.into_iter().map(|o| row(rt, o, now, include)).collect::<Vec<_>>(),
     })
 }
 

@@ -120,16 +120,17 @@ fn field_set_diff(kind: &str, new: &Value, old: Option<&Value>) -> (FieldSet, Fi
 
 /// A walk over an object collecting its field set, and optionally, against an older version of
 /// the object, the fields that changed.
-struct Walk<'k> {
+struct Walk<'k, 'v> {
     kind: &'k str,
     /// Field names from the root (list items add none): the context for list strategies.
-    names: Vec<String>,
+    /// Borrowed from the walked object, so that descending allocates nothing for them.
+    names: Vec<&'v str>,
     path: FieldPath,
     set: FieldSet,
     touched: FieldSet,
 }
 
-impl<'k> Walk<'k> {
+impl<'k, 'v> Walk<'k, 'v> {
     fn new(kind: &'k str) -> Self {
         Walk {
             kind,
@@ -141,7 +142,7 @@ impl<'k> Walk<'k> {
     }
 
     /// `old` is `None` when not comparing, `Some(Null)` when comparing with nothing.
-    fn object(&mut self, obj: &Value, old: Option<&Value>) {
+    fn object(&mut self, obj: &'v Value, old: Option<&Value>) {
         let Some(root) = obj.as_object() else {
             return;
         };
@@ -154,7 +155,7 @@ impl<'k> Walk<'k> {
                 let Some(meta) = value.as_object() else {
                     continue;
                 };
-                self.names.push("metadata".to_string());
+                self.names.push("metadata");
                 self.path.push("f:metadata".to_string());
                 for (mk, mv) in meta {
                     if !SERVER_METADATA.contains(&mk.as_str()) {
@@ -178,22 +179,23 @@ impl<'k> Walk<'k> {
         self.set.insert(self.path.clone());
     }
 
-    fn field(&mut self, key: &str, value: &Value, old: Option<&Value>) {
-        self.names.push(key.to_string());
+    fn field(&mut self, key: &'v str, value: &'v Value, old: Option<&Value>) {
+        self.names.push(key);
         self.path.push(format!("f:{key}"));
         self.value(value, old);
         self.path.pop();
         self.names.pop();
     }
 
-    fn value(&mut self, value: &Value, old: Option<&Value>) {
+    fn value(&mut self, value: &'v Value, old: Option<&Value>) {
         let kind = self.kind;
-        let names = self.names.iter().map(String::as_str).collect::<Vec<_>>();
+        // Everything the walk needs from the names, decided before it descends further.
+        let own_node = has_own_node(&self.names);
         // Compared with nothing (`Some(Null)`), everything is new.
         let appeared = old.is_some_and(Value::is_null);
         match value {
-            Value::Object(map) if !map.is_empty() && !is_atomic_struct(kind, &names) => {
-                if has_own_node(&names) {
+            Value::Object(map) if !map.is_empty() && !is_atomic_struct(kind, &self.names) => {
+                if own_node {
                     self.member(old.is_some_and(|o| !o.is_object()));
                 }
                 for (k, v) in map {
@@ -201,9 +203,9 @@ impl<'k> Walk<'k> {
                     self.field(k, v, old_v);
                 }
             }
-            Value::Array(items) if !items.is_empty() => match list_strategy(kind, &names) {
+            Value::Array(items) if !items.is_empty() => match list_strategy(kind, &self.names) {
                 ListStrategy::MergeKey(key) if items.iter().all(|i| i.get(key).is_some()) => {
-                    if has_own_node(&names) {
+                    if own_node {
                         self.member(old.is_some_and(|o| !o.is_array()));
                     }
                     let old_items = old.and_then(Value::as_array);
