@@ -407,6 +407,113 @@ impl Allocator {
     }
 }
 
+/// What one repair pass found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Allocation keys that no Service holds, released (or, in a first pass, suspected).
+    pub released: Vec<String>,
+    /// Allocation keys a Service holds but the store lacked, re-created.
+    pub restored: Vec<String>,
+    /// Addresses that two Services claim, or that a Service holds under another owner's key.
+    pub conflicts: Vec<String>,
+}
+
+/// Allocation keys with their `mod_revision`, and the keys every Service holds (with its
+/// owner record), as the store has them now.
+async fn allocation_state(
+    store: &dyn Store,
+) -> Result<(Vec<(String, u64)>, Vec<(String, Value)>), StoreError> {
+    let services = muster_api::registry::find("", "v1", "services").expect("services");
+    let mut held: Vec<(String, Value)> = Vec::new();
+    for object in store.list(&services.key_prefix(), None, None).await?.items {
+        let svc = object.json()?;
+        let namespace = svc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let name = svc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for ip in cluster_ips(&svc) {
+            if let Ok(ip) = ip.parse::<Ipv4Addr>() {
+                let owner = owner_record("IPAddress", &ip.to_string(), namespace, name);
+                held.push((ip_key(ip), owner));
+            }
+        }
+        for port in node_ports(&svc) {
+            let owner = owner_record("NodePort", &port.to_string(), namespace, name);
+            held.push((port_key(port), owner));
+        }
+    }
+    let mut allocated = Vec::new();
+    for prefix in [IP_PREFIX, NODE_PORT_PREFIX] {
+        for object in store.list(prefix, None, None).await?.items {
+            allocated.push((object.key.to_string(), object.mod_revision));
+        }
+    }
+    Ok((allocated, held))
+}
+
+/// Allocation keys (with their `mod_revision`) that no Service holds right now: the first
+/// pass of [`repair`].
+pub async fn unheld_allocations(store: &dyn Store) -> Result<Vec<(String, u64)>, StoreError> {
+    let (allocated, held) = allocation_state(store).await?;
+    Ok(allocated
+        .into_iter()
+        .filter(|(key, _)| !held.iter().any(|(h, _)| h == key))
+        .collect())
+}
+
+/// Reconciles allocation keys with Services, as kube-apiserver's repair controllers do after
+/// a crash between an allocation and the Service write that would have used it (or a
+/// Service written without its allocation, e.g. a restored backup).
+///
+/// A key that no Service holds is released only if it was among `suspects` (from
+/// [`unheld_allocations`] a grace period earlier) at the same revision: a create in flight
+/// (here or on another API server sharing the store) allocates first and writes the Service
+/// a moment later, and must not lose its address meanwhile. The delete carries that revision
+/// as precondition, so a key re-used in between is kept.
+pub async fn repair(
+    store: &dyn Store,
+    suspects: &[(String, u64)],
+) -> Result<RepairReport, StoreError> {
+    let mut report = RepairReport::default();
+    for (key, revision) in unheld_allocations(store).await? {
+        if !suspects.contains(&(key.clone(), revision)) {
+            continue;
+        }
+        match store.delete(&key, Some(revision)).await {
+            Ok(_) => report.released.push(key),
+            Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (_, held) = allocation_state(store).await?;
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, owner) in &held {
+        if seen.contains(&key.as_str()) {
+            report.conflicts.push(key.clone());
+            continue;
+        }
+        seen.push(key);
+        match store.get(key).await? {
+            Some(existing) => {
+                let parent = existing.json()?.pointer("/spec/parentRef").cloned();
+                if parent.as_ref() != owner.pointer("/spec/parentRef") {
+                    report.conflicts.push(key.clone());
+                }
+            }
+            None => match store.create(key, owner.clone()).await {
+                Ok(_) => report.restored.push(key.clone()),
+                Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(report)
+}
+
 pub fn cluster_ips(svc: &Value) -> Vec<String> {
     let mut ips: Vec<String> = svc
         .pointer("/spec/clusterIPs")
@@ -444,6 +551,156 @@ pub fn node_ports(svc: &Value) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn open_store(dir: &std::path::Path) -> Arc<muster_store::RedbStore> {
+        muster_store::RedbStore::open(&dir.join("store.redb"), Default::default()).unwrap()
+    }
+
+    fn service(name: &str, ip: &str, node_ports: &[u16]) -> Value {
+        let ports: Vec<Value> = node_ports
+            .iter()
+            .map(|p| json!({"port": 80, "nodePort": p}))
+            .collect();
+        json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": if node_ports.is_empty() { "ClusterIP" } else { "NodePort" },
+                "clusterIP": ip, "clusterIPs": [ip], "ports": ports}})
+    }
+
+    async fn put_service(store: &dyn Store, svc: &Value) {
+        let name = svc["metadata"]["name"].as_str().unwrap();
+        store
+            .create(
+                &format!("/registry/core/services/default/{name}"),
+                svc.clone(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Both passes of the repair, `grace` apart.
+    async fn repair_after(store: &dyn Store, grace: Duration) -> RepairReport {
+        let suspects = unheld_allocations(store).await.unwrap();
+        tokio::time::sleep(grace).await;
+        repair(store, &suspects).await.unwrap()
+    }
+
+    async fn keys(store: &dyn Store) -> Vec<String> {
+        let mut keys = Vec::new();
+        for prefix in [IP_PREFIX, NODE_PORT_PREFIX] {
+            for o in store.list(prefix, None, None).await.unwrap().items {
+                keys.push(o.key.to_string());
+            }
+        }
+        keys
+    }
+
+    /// A crash between allocation and the Service write leaves keys no Service holds; the
+    /// repair releases them, keeps held ones, restores missing ones and reports conflicts.
+    #[tokio::test]
+    async fn repair_releases_leaks_and_restores_missing_allocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let alloc = Allocator {
+            cidr: "10.96.0.0/12".parse().unwrap(),
+        };
+        // Held and present.
+        let held = service("held", "10.96.0.50", &[30002]);
+        alloc
+            .reserve_ip(store.as_ref(), "10.96.0.50", "default", "held", false)
+            .await
+            .unwrap();
+        alloc
+            .reserve_node_port(store.as_ref(), 30002, "default", "held", "f")
+            .await
+            .unwrap();
+        put_service(store.as_ref(), &held).await;
+        // Allocated for creates that never happened (the crash).
+        let mut lost = json!({"metadata": {"name": "lost", "namespace": "default"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        alloc
+            .allocate_for_create(store.as_ref(), &mut lost, false)
+            .await
+            .unwrap();
+        let lost_ip = ip_key(lost["spec"]["clusterIP"].as_str().unwrap().parse().unwrap());
+        let lost_port = port_key(node_ports(&lost)[0]);
+        // A Service whose allocation is missing (restored from a backup).
+        put_service(store.as_ref(), &service("restored", "10.96.0.70", &[])).await;
+        // Two Services claiming one address.
+        put_service(store.as_ref(), &service("twin-a", "10.96.0.80", &[])).await;
+        put_service(store.as_ref(), &service("twin-b", "10.96.0.80", &[])).await;
+
+        let report = repair_after(store.as_ref(), Duration::ZERO).await;
+        let mut released = report.released.clone();
+        released.sort();
+        let mut want_released = vec![lost_ip.clone(), lost_port.clone()];
+        want_released.sort();
+        assert_eq!(released, want_released);
+        assert_eq!(
+            report.restored,
+            vec![
+                ip_key("10.96.0.70".parse().unwrap()),
+                ip_key("10.96.0.80".parse().unwrap())
+            ]
+        );
+        assert_eq!(
+            report.conflicts,
+            vec![ip_key("10.96.0.80".parse().unwrap())]
+        );
+        let after = keys(store.as_ref()).await;
+        for kept in [
+            "/registry/ipallocations/10.96.0.50",
+            "/registry/servicenodeports/30002",
+        ] {
+            assert!(after.contains(&kept.to_string()), "{kept} kept: {after:?}");
+        }
+        assert!(
+            !after.contains(&lost_ip) && !after.contains(&lost_port),
+            "{after:?}"
+        );
+        // A second pass finds nothing more to do.
+        let again = repair_after(store.as_ref(), Duration::ZERO).await;
+        assert!(
+            again.released.is_empty() && again.restored.is_empty(),
+            "{again:?}"
+        );
+        // The released address can be taken again.
+        let ip = lost["spec"]["clusterIP"].as_str().unwrap().to_string();
+        alloc
+            .reserve_ip(store.as_ref(), &ip, "default", "next", false)
+            .await
+            .unwrap();
+    }
+
+    /// An allocation whose Service is written during the grace period (a create in flight)
+    /// is not released.
+    #[tokio::test]
+    async fn repair_spares_a_create_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let alloc = Allocator {
+            cidr: "10.96.0.0/12".parse().unwrap(),
+        };
+        alloc
+            .reserve_ip(store.as_ref(), "10.96.0.90", "default", "slow", false)
+            .await
+            .unwrap();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                put_service(store.as_ref(), &service("slow", "10.96.0.90", &[])).await;
+            })
+        };
+        let report = repair_after(store.as_ref(), Duration::from_millis(500)).await;
+        writer.await.unwrap();
+        assert_eq!(report, RepairReport::default());
+        assert_eq!(
+            keys(store.as_ref()).await,
+            vec!["/registry/ipallocations/10.96.0.90"]
+        );
+    }
 
     #[test]
     fn cidr_parsing_and_ranges() {

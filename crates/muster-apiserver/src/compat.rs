@@ -20,8 +20,18 @@ pub fn parse_field_selector(rt: &ResourceType, s: &str) -> ApiResult<FieldSelect
     Ok(sel)
 }
 
-pub fn prepare_create(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
-    muster_api::strategy::prepare_create(rt, obj)
+/// The typed round trip of a new object; one serves both [`unknown_fields_of`] and
+/// [`prepare_create_decoded`].
+pub fn decode_known(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
+    muster_api::strategy::decode_known(rt, obj)
+}
+
+pub fn unknown_fields_of(obj: &Value, known: &Value) -> Vec<String> {
+    muster_api::strategy::unknown_fields_of(obj, known)
+}
+
+pub fn prepare_create_decoded(rt: &ResourceType, obj: &mut Value, known: Value) -> ApiResult<()> {
+    muster_api::strategy::prepare_create_decoded(rt, obj, known)
 }
 
 pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) -> ApiResult<()> {
@@ -80,9 +90,9 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     muster_api::patch::decode_body(content_type, body)
 }
 
-pub fn table(
+pub fn table<'a>(
     rt: &ResourceType,
-    items: &[Value],
+    items: impl IntoIterator<Item = &'a Value>,
     resource_version: &str,
     continue_token: Option<&str>,
     include: IncludeObject,

@@ -109,15 +109,7 @@ pub fn store_error(e: StoreError) -> ApiError {
             ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
         }
         StoreError::FutureRevision { requested, current } => {
-            let mut e = ApiError::timeout(format!(
-                "Too large resource version: {requested}, current: {current}"
-            ));
-            e.causes.push(muster_api::Cause {
-                reason: "ResourceVersionTooLarge".into(),
-                message: "Too large resource version".into(),
-                field: String::new(),
-            });
-            e
+            crate::freshness::too_large(requested, current)
         }
         other => ApiError::internal(other.to_string()),
     }
@@ -417,6 +409,38 @@ fn object_response(
     Ok(json_response(code, &obj))
 }
 
+/// What a create produced: the stored object, or (dry run) the object that would be stored.
+pub(crate) enum Written {
+    Stored(muster_store::Object),
+    DryRun(Value),
+}
+
+impl Written {
+    pub(crate) fn into_value(self) -> ApiResult<Value> {
+        match self {
+            Written::Stored(object) => object.json().map_err(store_error),
+            Written::DryRun(value) => Ok(value),
+        }
+    }
+}
+
+/// [`object_response`] of a create. A stored object that goes out as stored is answered with
+/// its stored JSON, which is exactly what serializing its parsed form would give.
+fn written_response(
+    rt: &ResourceType,
+    code: StatusCode,
+    written: Written,
+    headers: &HeaderMap,
+    query: &Query,
+) -> ApiResult<Response<Body>> {
+    match written {
+        Written::Stored(object) if rt.group != "events.k8s.io" && !wants_table(headers) => {
+            Ok(bytes_response(code, "application/json", object.value))
+        }
+        other => object_response(rt, code, other.into_value()?, headers, query),
+    }
+}
+
 pub(crate) struct WriteOptions {
     pub dry_run: bool,
     pub validation: FieldValidation,
@@ -474,7 +498,15 @@ fn check_unknown_fields(
     if validation == FieldValidation::Ignore {
         return Ok(());
     }
-    let unknown = compat::unknown_fields(rt, obj);
+    report_unknown_fields(compat::unknown_fields(rt, obj), validation, warnings)
+}
+
+/// A 400 under `fieldValidation=Strict`, warnings under `Warn`.
+fn report_unknown_fields(
+    unknown: Vec<String>,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
     if unknown.is_empty() {
         return Ok(());
     }
@@ -511,7 +543,7 @@ async fn resource(
         ("GET", false, None) if watching => {
             crate::watch::serve(state.clone(), rp, query, req.headers().clone()).await
         }
-        ("GET", false, None) => list(state, &rp, &query, req.headers()).await,
+        ("GET", false, None) => crate::list::list(state, &rp, &query, req.headers()).await,
         ("GET", true, None) if watching => {
             // `/watch/namespaces/ns/pods/name` is a watch of one object.
             let mut rp = rp;
@@ -617,6 +649,25 @@ async fn get(
     headers: &HeaderMap,
 ) -> ApiResult<Response<Body>> {
     let name = rp.name.as_deref().unwrap_or_default();
+    // A resourceVersion asks for data at least that new (Kubernetes' NotOlderThan).
+    if let Some(rv) = query
+        .get("resourceVersion")
+        .filter(|rv| !rv.is_empty() && *rv != "0")
+    {
+        let wanted = rv.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resourceVersion {rv:?}: must be an integer"
+            ))
+        })?;
+        let key = registry::storage_resource(rp.rt).key(rp.namespace.as_deref(), name);
+        crate::freshness::wait_for(
+            state.store.as_ref(),
+            &key,
+            wanted,
+            crate::freshness::BLOCK_TIMEOUT,
+        )
+        .await?;
+    }
     let obj = load(state, rp.rt, rp.namespace.as_deref(), name).await?;
     let value = obj.json().map_err(store_error)?;
     object_response(rp.rt, StatusCode::OK, value, headers, query)
@@ -644,126 +695,6 @@ impl Filter {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ContinueToken {
-    rv: u64,
-    start: String,
-}
-
-fn encode_continue(rv: u64, start: &str) -> String {
-    use base64::Engine;
-    let raw = serde_json::to_vec(&ContinueToken {
-        rv,
-        start: start.to_string(),
-    })
-    .unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_continue(token: &str, prefix: &str) -> ApiResult<ContinueToken> {
-    use base64::Engine;
-    let bad = || {
-        ApiError::bad_request(
-            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
-        )
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim_end_matches('='))
-        .map_err(|_| bad())?;
-    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    if !t.start.starts_with(prefix) {
-        return Err(bad());
-    }
-    Ok(t)
-}
-
-async fn list(
-    state: &State,
-    rp: &ResourcePath,
-    query: &Query,
-    headers: &HeaderMap,
-) -> ApiResult<Response<Body>> {
-    let rt = rp.rt;
-    let srt = registry::storage_resource(rt);
-    let filter = Filter::from_query(rp.rt, query)?;
-    let limit = query
-        .u64_param("limit")?
-        .filter(|l| *l > 0)
-        .map(|l| l as usize);
-    let prefix = srt.namespace_prefix(rp.namespace.as_deref());
-    let mut start_after: Option<String> = None;
-    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
-        start_after = Some(decode_continue(token, &prefix)?.start);
-    }
-    let mut items: Vec<Value> = Vec::new();
-    let mut revision = 0;
-    let mut next: Option<String> = None;
-    loop {
-        let want = limit.map(|l| (l - items.len()).max(64));
-        let page = state
-            .store
-            .list(&prefix, start_after.as_deref(), want)
-            .await
-            .map_err(store_error)?;
-        if revision == 0 {
-            revision = page.revision;
-        }
-        let exhausted = page.continue_after.is_none();
-        for obj in &page.items {
-            let value = obj.json().map_err(store_error)?;
-            start_after = Some(obj.key.to_string());
-            if filter.matches(&value) {
-                items.push(present(rt, value));
-                if limit.is_some_and(|l| items.len() >= l) {
-                    break;
-                }
-            }
-        }
-        if limit.is_some_and(|l| items.len() >= l) {
-            // More may follow: only when the store had more or this page was cut short.
-            let last = start_after.clone().unwrap_or_default();
-            let more = state
-                .store
-                .list(&prefix, Some(&last), Some(1))
-                .await
-                .map_err(store_error)?;
-            if !more.items.is_empty() {
-                next = Some(last);
-            }
-            break;
-        }
-        if exhausted {
-            break;
-        }
-    }
-    let continue_token = next
-        .as_deref()
-        .map(|start| encode_continue(revision, start));
-    let mut list_meta = json!({"resourceVersion": revision.to_string()});
-    if let Some(token) = &continue_token {
-        list_meta["continue"] = json!(token);
-    }
-    if wants_table(headers) {
-        let include = table::include_from_query(query.get("includeObject"))?;
-        let t = table::table(
-            rt,
-            &items,
-            &revision.to_string(),
-            continue_token.as_deref(),
-            include,
-            true,
-        );
-        return Ok(json_response(StatusCode::OK, &t));
-    }
-    let body = json!({
-        "kind": rt.list_kind,
-        "apiVersion": rt.api_version(),
-        "metadata": list_meta,
-        "items": items,
-    });
-    Ok(json_response(StatusCode::OK, &body))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Create
 
@@ -778,6 +709,11 @@ async fn check_namespace(state: &State, rt: &ResourceType, ns: &str, name: &str)
     else {
         return Err(ApiError::not_found("", "namespaces", ns));
     };
+    // Most namespaces are plainly active: only parse one that could be terminating.
+    let contains = |needle: &[u8]| obj.value.windows(needle.len()).any(|w| w == needle);
+    if !contains(b"\"deletionTimestamp\"") && !contains(b"Terminating") {
+        return Ok(());
+    }
     let value = obj.json().map_err(store_error)?;
     let terminating = meta(&value, "deletionTimestamp").is_some_and(|v| !v.is_null())
         || value.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
@@ -845,7 +781,7 @@ pub(crate) async fn create_object(
     opts: &WriteOptions,
     record_manager: bool,
     warnings: &mut Vec<String>,
-) -> ApiResult<Value> {
+) -> ApiResult<Written> {
     let dry_run = opts.dry_run;
     let srt = registry::storage_resource(rt);
     let kind = srt.kind;
@@ -893,8 +829,13 @@ pub(crate) async fn create_object(
         m.remove("resourceVersion");
         m.remove("selfLink");
     }
-    check_unknown_fields(srt, &obj, opts.validation, warnings)?;
-    compat::prepare_create(srt, &mut obj)?;
+    // One typed decode serves both the unknown-field check and the create strategy.
+    let known = compat::decode_known(srt, &obj)?;
+    if opts.validation != FieldValidation::Ignore {
+        let unknown = compat::unknown_fields_of(&obj, &known);
+        report_unknown_fields(unknown, opts.validation, warnings)?;
+    }
+    compat::prepare_create_decoded(srt, &mut obj, known)?;
     if kind == "Namespace" && srt.group.is_empty() {
         if obj.pointer("/spec/finalizers").is_none() {
             obj["spec"]["finalizers"] = json!(["kubernetes"]);
@@ -918,14 +859,16 @@ pub(crate) async fn create_object(
             .await?;
     }
     if dry_run {
-        return Ok(obj);
+        return Ok(Written::DryRun(obj));
     }
     let key = srt.key(ns, &name);
-    match state.store.create(&key, obj.clone()).await {
-        Ok(stored) => stored.json().map_err(store_error),
+    // Only a Service needs its value after a failed write (to release what it holds).
+    let allocated = is_service.then(|| obj.clone());
+    match state.store.create(&key, obj).await {
+        Ok(stored) => Ok(Written::Stored(stored)),
         Err(e) => {
-            if is_service {
-                state.alloc.release(state.store.as_ref(), &obj).await;
+            if let Some(svc) = &allocated {
+                state.alloc.release(state.store.as_ref(), svc).await;
             }
             Err(match e {
                 StoreError::AlreadyExists(_) => {
@@ -957,7 +900,7 @@ async fn create(
     let ns = apply_url_namespace(rt, rp.namespace.as_deref(), &mut obj)?;
     let obj = to_storage(rt, obj);
     let created = create_object(state, rt, ns.as_deref(), obj, &opts, true, warnings).await?;
-    object_response(rt, StatusCode::CREATED, created, headers, query)
+    written_response(rt, StatusCode::CREATED, created, headers, query)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1305,7 +1248,7 @@ async fn patch(
             let obj = to_storage(rt, obj);
             match create_object(state, rt, ns.as_deref(), obj, &opts, false, warnings).await {
                 Ok(created) => {
-                    return object_response(rt, StatusCode::CREATED, created, headers, query);
+                    return written_response(rt, StatusCode::CREATED, created, headers, query);
                 }
                 // Lost a race with another creator: fall through and patch what they made.
                 Err(e) if e.reason == "AlreadyExists" => {}

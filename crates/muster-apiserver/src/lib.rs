@@ -14,8 +14,10 @@ mod alloc;
 mod bootstrap;
 mod compat;
 mod discovery;
+mod freshness;
 mod handler;
 mod http;
+mod list;
 mod metrics;
 mod openapi;
 mod pki;
@@ -107,6 +109,16 @@ pub struct ApiServer {
     state: Arc<handler::State>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Aborted when the server is dropped or shut down.
+    _repair: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl ApiServer {
@@ -184,6 +196,9 @@ pub async fn start(config: ApiServerConfig) -> anyhow::Result<ApiServer> {
         .context("creating the bootstrap namespaces and services")?;
     let kubeconfig =
         pki::write_kubeconfig(&config.data_dir, pki::client_address(local_addr), &pki)?;
+    let repair = AbortOnDrop(tokio::spawn(repair_allocations(Arc::downgrade(
+        &config.store,
+    ))));
     let tls = http::tls_config(&pki)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(http::serve(listener, tls, state.clone(), shutdown_rx));
@@ -201,5 +216,55 @@ pub async fn start(config: ApiServerConfig) -> anyhow::Result<ApiServer> {
         state,
         shutdown,
         task,
+        _repair: repair,
     })
+}
+
+/// How long an allocation no Service holds must stay so before the repair releases it.
+const REPAIR_GRACE: Duration = Duration::from_secs(10);
+/// How often the repair runs after the one at start (kube-apiserver: every 3 minutes).
+const REPAIR_INTERVAL: Duration = Duration::from_secs(180);
+
+/// Releases ClusterIP/NodePort keys left by a crash between allocation and Service write,
+/// at start and then periodically; see [`alloc::repair`]. Holds the store only during a
+/// pass, so that dropping everything else closes it.
+async fn repair_allocations(store: std::sync::Weak<dyn Store>) {
+    loop {
+        let Some(strong) = store.upgrade() else {
+            return;
+        };
+        let suspects = alloc::unheld_allocations(strong.as_ref()).await;
+        drop(strong);
+        let outcome = match suspects {
+            Ok(suspects) => {
+                if !suspects.is_empty() {
+                    tokio::time::sleep(REPAIR_GRACE).await;
+                }
+                let Some(strong) = store.upgrade() else {
+                    return;
+                };
+                alloc::repair(strong.as_ref(), &suspects).await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(report) => {
+                if !report.released.is_empty() || !report.restored.is_empty() {
+                    tracing::info!(
+                        released = ?report.released,
+                        restored = ?report.restored,
+                        "repaired ClusterIP/NodePort allocations"
+                    );
+                }
+                if !report.conflicts.is_empty() {
+                    tracing::warn!(
+                        keys = ?report.conflicts,
+                        "Services claim addresses allocated to another Service"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "repairing ClusterIP/NodePort allocations"),
+        }
+        tokio::time::sleep(REPAIR_INTERVAL).await;
+    }
 }

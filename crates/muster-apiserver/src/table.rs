@@ -16,13 +16,8 @@ pub fn include_from_query(v: Option<&str>) -> Result<IncludeObject, ApiError> {
     })
 }
 
-fn sort_key(obj: &Value) -> (String, String) {
-    let get = |p: &str| {
-        obj.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+fn sort_key(obj: &Value) -> (&str, &str) {
+    let get = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
     (get("/metadata/namespace"), get("/metadata/name"))
 }
 
@@ -36,9 +31,10 @@ pub fn table(
     include: IncludeObject,
     with_columns: bool,
 ) -> Value {
-    let mut sorted: Vec<Value> = objects.to_vec();
-    sorted.sort_by_key(sort_key);
-    let mut t = compat::table(rt, &sorted, resource_version, continue_token, include);
+    // Sorted by reference: the objects themselves are neither cloned nor moved.
+    let mut sorted: Vec<&Value> = objects.iter().collect();
+    sorted.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    let mut t = compat::table(rt, sorted, resource_version, continue_token, include);
     if !with_columns {
         t["columnDefinitions"] = Value::Null;
     }
@@ -63,7 +59,10 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| sort_key(&r["object"]))
+            .map(|r| {
+                let (ns, name) = sort_key(&r["object"]);
+                (ns.to_string(), name.to_string())
+            })
             .collect();
         assert_eq!(
             names,

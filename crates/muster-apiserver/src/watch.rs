@@ -66,6 +66,26 @@ impl Encoder {
         Bytes::from(bytes)
     }
 
+    /// Whether a stored object goes out exactly as stored: no selector to check, no Table
+    /// and no conversion. Its event line is then spliced from the stored bytes, never parsed.
+    fn passes_raw(&self) -> bool {
+        self.shape.table.is_none()
+            && self.shape.rt.group != "events.k8s.io"
+            && self.filter.labels.is_everything()
+            && self.filter.fields.is_everything()
+    }
+
+    /// `{"type":KIND,"object":OBJECT}` and a newline, with the stored JSON as the object.
+    fn raw_line(kind: &str, stored: &[u8]) -> Bytes {
+        let mut bytes = Vec::with_capacity(stored.len() + kind.len() + 24);
+        bytes.extend_from_slice(br#"{"type":""#);
+        bytes.extend_from_slice(kind.as_bytes());
+        bytes.extend_from_slice(br#"","object":"#);
+        bytes.extend_from_slice(stored);
+        bytes.extend_from_slice(b"}\n");
+        Bytes::from(bytes)
+    }
+
     fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
         let mut metadata = json!({"resourceVersion": revision.to_string()});
         if initial_end {
@@ -91,6 +111,16 @@ impl Encoder {
     /// The line for one store event, if this client sees it.
     fn event(&mut self, event: Event) -> Result<Option<Bytes>, StoreError> {
         let rt = self.shape.rt;
+        if self.passes_raw() {
+            return Ok(match event {
+                Event::Put { object, prev } => {
+                    let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+                    Some(Self::raw_line(kind, &object.value))
+                }
+                Event::Delete { object, .. } => Some(Self::raw_line("DELETED", &object.value)),
+                Event::Progress(rev) => self.bookmarks.then(|| self.bookmark(rev, false)),
+            });
+        }
         Ok(match event {
             Event::Put { object, prev } => {
                 let new = object.json()?;
@@ -151,11 +181,7 @@ pub async fn serve(
     let timeout = query.u64_param("timeoutSeconds")?.map(Duration::from_secs);
     let bookmarks = query.flag("allowWatchBookmarks");
     let send_initial = query.flag("sendInitialEvents");
-    let start = if send_initial {
-        None
-    } else {
-        parse_revision(&query)?
-    };
+    let requested = parse_revision(&query)?;
     // A watch of one named object narrows the store prefix to its key (the selector still
     // filters out longer names that share the prefix).
     let prefix = match filter.fields.exact("metadata.name") {
@@ -170,12 +196,42 @@ pub async fn serve(
         bookmarks,
         sent_columns: false,
     };
+    // Events up to this revision are not sent: a plain watch from a resourceVersion the
+    // store has not reached yet is accepted at once (as Kubernetes does) and stays silent
+    // until the store passes it.
+    let mut silent_through = 0;
+    let start = match requested {
+        // A watch-list waits for its resourceVersion, then starts with the current state.
+        Some(rev) if send_initial => {
+            if let Err(e) = crate::freshness::wait_for(
+                state.store.as_ref(),
+                &prefix,
+                rev,
+                crate::freshness::BLOCK_TIMEOUT,
+            )
+            .await
+            {
+                return Ok(stream_response(futures::stream::iter([Encoder::error(&e)])));
+            }
+            None
+        }
+        Some(rev) if rev > state.store.revision() => {
+            silent_through = rev;
+            Some(state.store.revision())
+        }
+        other => other,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let opened: Result<(Vec<Bytes>, WatchStream), StoreError> = match start {
         None => match state.store.list_and_watch(&prefix).await {
             Ok((list, stream)) => {
                 let mut lines = Vec::new();
+                let raw = encoder.passes_raw();
                 for obj in &list.items {
+                    if raw {
+                        lines.push(Encoder::raw_line("ADDED", &obj.value));
+                        continue;
+                    }
                     let value = obj.json().map_err(store_error)?;
                     if encoder.filter.matches(&value) {
                         lines.push(encoder.line("ADDED", present(rt, value)));
@@ -224,6 +280,7 @@ pub async fn serve(
             let line = match item {
                 None => return,       // timeoutSeconds reached
                 Some(None) => return, // store shut down
+                Some(Some(Ok(event))) if event.revision() <= silent_through => continue,
                 Some(Some(Ok(event))) => match encoder.event(event) {
                     Ok(Some(line)) => line,
                     Ok(None) => continue,
@@ -339,6 +396,46 @@ mod tests {
                 "case {i}"
             );
         }
+    }
+
+    /// Events with no selector are spliced from the stored bytes; they must be exactly the
+    /// lines the parse-and-serialize path would send.
+    #[test]
+    fn raw_event_lines_equal_encoded_ones() {
+        let cases = [
+            (
+                Event::Put {
+                    object: object(3, json!({"app": "x"})),
+                    prev: None,
+                },
+                "ADDED",
+            ),
+            (
+                Event::Put {
+                    object: object(4, json!({"app": "é\"q"})),
+                    prev: Some(object(3, json!({}))),
+                },
+                "MODIFIED",
+            ),
+            (
+                Event::Delete {
+                    object: object(5, json!(null)),
+                    revision: 5,
+                },
+                "DELETED",
+            ),
+        ];
+        for (event, kind) in cases {
+            let mut raw = encoder("", false);
+            assert!(raw.passes_raw());
+            let stored = match &event {
+                Event::Put { object, .. } | Event::Delete { object, .. } => object.json().unwrap(),
+                Event::Progress(_) => unreachable!(),
+            };
+            let want = encoder("", false).line(kind, stored);
+            assert_eq!(raw.event(event).unwrap().unwrap(), want, "{kind}");
+        }
+        assert!(!encoder("app=x", false).passes_raw());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::runtime::watcher;
 
 struct Running {
@@ -205,5 +207,114 @@ async fn readiness_waits_for_registered_components() {
         names,
         ["default", "kube-node-lease", "kube-public", "kube-system"]
     );
+    r.api.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Reads at a resourceVersion the store has not reached: a plain watch is accepted and stays
+/// silent until the store passes it; a list waits for it (a write that arrives meanwhile
+/// satisfies it) and otherwise, after Kubernetes' 3 s, fails with 504 "Too large resource
+/// version".
+#[tokio::test]
+async fn reads_ahead_of_the_store_wait_then_time_out() {
+    let r = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(r.client.clone(), "default");
+    let now: u64 = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut events = cms
+        .watch(&WatchParams::default().timeout(10), &(now + 2).to_string())
+        .await
+        .unwrap()
+        .boxed();
+    for name in ["ahead-1", "ahead-2", "ahead-3"] {
+        cms.create(&PostParams::default(), &configmap(name, "v"))
+            .await
+            .unwrap();
+    }
+    match events.next().await {
+        Some(Ok(WatchEvent::Added(cm))) => {
+            assert_eq!(cm.metadata.name.as_deref(), Some("ahead-3"))
+        }
+        other => panic!("expected ADDED ahead-3 only, got {other:?}"),
+    }
+
+    let writer = {
+        let cms = cms.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cms.create(&PostParams::default(), &configmap("ahead-4", "v"))
+                .await
+                .unwrap();
+        })
+    };
+    let list = cms
+        .list(&ListParams::default().at(&(now + 4).to_string()))
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert!(
+        list.items
+            .iter()
+            .any(|cm| cm.metadata.name.as_deref() == Some("ahead-4"))
+    );
+
+    // kube-rs (like client-go) re-sends a 504 that carries Retry-After; ask once.
+    let kubeconfig = kube::config::Kubeconfig::read_from(r.api.kubeconfig_path()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    let once: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let started = std::time::Instant::now();
+    let far = now + 1_000;
+    match once.list(&ListParams::default().at(&far.to_string())).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 504);
+            assert_eq!(status.reason, "Timeout");
+            assert_eq!(
+                status.message,
+                format!(
+                    "Timeout: Too large resource version: {far}, current: {}",
+                    now + 4
+                )
+            );
+        }
+        other => panic!("expected 504, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(3)..Duration::from_secs(10)).contains(&waited),
+        "{waited:?}"
+    );
+    r.api.shutdown(Duration::from_secs(1)).await;
+}
+
+/// kubectl 1.33 asks for /openapi/v2 (protobuf only) in client-side `apply` and `diff`, after
+/// finding no strategic-merge-patch support in the v3 document, and on a 404 computes the
+/// patch from the metadata compiled into it, which is exact for every built-in kind; so a
+/// NotFound Status is the right answer (see openapi.rs).
+#[tokio::test]
+async fn openapi_v2_is_not_found() {
+    let r = start().await;
+    let req = http::Request::get("/openapi/v2")
+        .header(
+            "Accept",
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        )
+        .body(Vec::new())
+        .unwrap();
+    match r.client.request_text(req).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"))
+        }
+        other => panic!("expected 404, got {other:?}"),
+    }
     r.api.shutdown(Duration::from_secs(1)).await;
 }
