@@ -281,13 +281,11 @@ impl EtcdStore {
                     self.prefix
                 ))
             })?;
-        let value: Value = serde_json::from_slice(kv.value())
-            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
         Ok(Object {
             key: Arc::from(key),
             create_revision: revision_of(kv.create_revision()),
             mod_revision: revision,
-            value: stamp(key, value, revision)?,
+            value: stamp_stored(key, kv.value(), revision)?,
         })
     }
 
@@ -799,12 +797,10 @@ impl WatchPump {
         };
         let decode = |kv: &KeyValue, revision: Revision| -> Result<Object> {
             let key = store_key(kv)?;
-            let value: Value = serde_json::from_slice(kv.value())
-                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
             Ok(Object {
                 create_revision: revision_of(kv.create_revision()),
                 mod_revision: revision,
-                value: stamp(&key, value, revision)?,
+                value: stamp_stored(&key, kv.value(), revision)?,
                 key,
             })
         };
@@ -860,6 +856,165 @@ fn stamp(key: &str, mut value: Value, revision: Revision) -> Result<Bytes> {
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|e| StoreError::InvalidValue(format!("{key}: {e}")))
+}
+
+/// The JSON of a value as etcd holds it, with `metadata.resourceVersion` set to `revision`:
+/// the same bytes as parsing it and [`stamp`]ing the result. Values this store wrote are
+/// compact JSON, so the revision is spliced in where [`revision_spot`] finds it (a list of
+/// many objects then costs one scan of each, not a parse and a re-serialisation); anything
+/// else takes the parse.
+fn stamp_stored(key: &str, stored: &[u8], revision: Revision) -> Result<Bytes> {
+    use std::io::Write;
+    let Some(spot) = revision_spot(stored) else {
+        let value: Value = serde_json::from_slice(stored)
+            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+        return stamp(key, value, revision);
+    };
+    let mut json = Vec::with_capacity(stored.len() + 42);
+    // Writing into a Vec cannot fail.
+    match spot {
+        RevisionSpot::Value(range) => {
+            json.extend_from_slice(&stored[..range.start]);
+            let _ = write!(json, "\"{revision}\"");
+            json.extend_from_slice(&stored[range.end..]);
+        }
+        RevisionSpot::Missing { close, empty } => {
+            json.extend_from_slice(&stored[..close]);
+            let comma = if empty { "" } else { "," };
+            let _ = write!(json, "{comma}\"resourceVersion\":\"{revision}\"");
+            json.extend_from_slice(&stored[close..]);
+        }
+    }
+    Ok(Bytes::from(json))
+}
+
+/// Where `metadata.resourceVersion` goes in a JSON object.
+#[derive(Debug, PartialEq)]
+enum RevisionSpot {
+    /// Its value is at these bytes.
+    Value(std::ops::Range<usize>),
+    /// `metadata` has no such key: it goes before the `}` at `close`, after a comma unless
+    /// `metadata` is empty.
+    Missing { close: usize, empty: bool },
+}
+
+/// Finds [`RevisionSpot`] in compact JSON (no whitespace outside strings) of an object whose
+/// `metadata` is an object, checking the structure of the two outer levels as it goes.
+/// `None` for anything else (whitespace, escapes in a key, duplicate keys, no `metadata`):
+/// the caller then parses, which also reports what is wrong. Values other than `metadata`
+/// are skipped, not validated; the API server parses the result anyway.
+fn revision_spot(json: &[u8]) -> Option<RevisionSpot> {
+    /// The key at `at` (a string without escapes) and the index after its `:`.
+    fn key(json: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        if json.get(at) != Some(&b'"') {
+            return None;
+        }
+        let len = json[at + 1..].iter().position(|&b| b == b'"')?;
+        let name = &json[at + 1..at + 1 + len];
+        let colon = at + len + 2;
+        (!name.contains(&b'\\') && json.get(colon) == Some(&b':')).then_some((name, colon + 1))
+    }
+    /// The index after the string that starts at `at`.
+    fn skip_string(json: &[u8], at: usize) -> Option<usize> {
+        let mut i = at + 1;
+        loop {
+            match json.get(i)? {
+                b'"' => return Some(i + 1),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+    }
+    /// The index after the value that starts at `at`.
+    fn skip_value(json: &[u8], at: usize) -> Option<usize> {
+        match json.get(at)? {
+            b'"' => skip_string(json, at),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut i = at;
+                loop {
+                    match json.get(i)? {
+                        b'"' => {
+                            i = skip_string(json, i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        b' ' | b'\n' | b'\r' | b'\t' => return None,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                let len = json[at..]
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']'))?;
+                let scalar = &json[at..at + len];
+                (len > 0 && !scalar.iter().any(u8::is_ascii_whitespace)).then_some(at + len)
+            }
+        }
+    }
+    /// Walks the members of the object at `at`, calling `member(name, value start, value
+    /// end)`; returns the index of its closing `}`.
+    fn members(
+        json: &[u8],
+        at: usize,
+        mut member: impl FnMut(&[u8], usize, usize) -> Option<()>,
+    ) -> Option<usize> {
+        if json.get(at) != Some(&b'{') {
+            return None;
+        }
+        let mut i = at + 1;
+        if json.get(i) == Some(&b'}') {
+            return Some(i);
+        }
+        loop {
+            let (name, start) = key(json, i)?;
+            let end = skip_value(json, start)?;
+            member(name, start, end)?;
+            match json.get(end)? {
+                b',' => i = end + 1,
+                b'}' => return Some(end),
+                _ => return None,
+            }
+        }
+    }
+    let mut spot = None;
+    let close = members(json, 0, |name, start, _| {
+        if name != b"metadata" {
+            return Some(());
+        }
+        if spot.is_some() {
+            return None; // a second `metadata`: leave duplicates to the parser
+        }
+        let mut found = None;
+        let close = members(json, start, |name, start, end| {
+            if name == b"resourceVersion" {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(start..end);
+            }
+            Some(())
+        })?;
+        spot = Some(match found {
+            Some(range) => RevisionSpot::Value(range),
+            None => RevisionSpot::Missing {
+                close,
+                empty: close == start + 1,
+            },
+        });
+        Some(())
+    })?;
+    // Nothing may follow the object.
+    (close + 1 == json.len()).then_some(())?;
+    spot
 }
 
 fn metadata_mut<'v>(
@@ -1034,6 +1189,73 @@ mod tests {
         ];
         for (prefix, end) in cases {
             assert_eq!(prefix_end(prefix), end.to_vec(), "{prefix:?}");
+        }
+    }
+
+    /// Splicing the revision into stored bytes gives exactly what parsing and stamping gives,
+    /// and whatever the splice cannot handle takes the parse.
+    #[test]
+    fn stamping_stored_bytes_equals_parsing_and_stamping() {
+        // (stored JSON, whether the splice handles it)
+        let cases: &[(&str, bool)] = &[
+            (r#"{"metadata":{}}"#, true),
+            (r#"{"metadata":{"name":"a"}}"#, true),
+            (r#"{"metadata":{"resourceVersion":""}}"#, true),
+            (r#"{"metadata":{"resourceVersion":17,"name":"a"}}"#, true),
+            (
+                r#"{"metadata":{"name":"a","resourceVersion":"","uid":"u"}}"#,
+                true,
+            ),
+            (
+                r#"{"kind":"Pod","metadata":{"name":"q\"uote\\"},"spec":{"x":[1,2.5,null,true,{"a":"}"}]}}"#,
+                true,
+            ),
+            (
+                r#"{"a":{"metadata":{"resourceVersion":"nested"}},"metadata":{},"z":"é\u0001"}"#,
+                true,
+            ),
+            (
+                r#"{"metadata":{"annotations":{"resourceVersion":"in a map"},"labels":{}}}"#,
+                true,
+            ),
+            (
+                r#"{"metadata":{"ownerReferences":[{"resourceVersion":"x"}]},"b":[]}"#,
+                true,
+            ),
+            (r#"{"metadata": {}}"#, false),
+            (r#"{"metadata":{"name":"a b","x":1 }}"#, false),
+            (r#"{"metadata":{},"metadata":{"name":"b"}}"#, false),
+            (
+                r#"{"metadata":{"resourceVersion":"1","resourceVersion":"2"}}"#,
+                false,
+            ),
+            (r#"{"metadata":{"na\u006de":"a"}}"#, false),
+            (r#"{"metadata":{}} "#, false),
+            (r#"{"metadata":[]}"#, false),
+            (r#"{"kind":"Pod"}"#, false),
+            (r#"[]"#, false),
+            (r#"{"metadata":{"a":"#, false),
+            (r#"{"metadata":{"a":"unterminated}}"#, false),
+        ];
+        for (stored, spliced) in cases {
+            assert_eq!(
+                revision_spot(stored.as_bytes()).is_some(),
+                *spliced,
+                "{stored}"
+            );
+            let parsed = serde_json::from_slice::<Value>(stored.as_bytes())
+                .map_err(|e| e.to_string())
+                .and_then(|value| stamp("/k", value, 42).map_err(|e| e.to_string()));
+            let got = stamp_stored("/k", stored.as_bytes(), 42).map_err(|e| e.to_string());
+            match (got, parsed) {
+                (Ok(got), Ok(want)) => assert_eq!(
+                    std::str::from_utf8(&got).unwrap(),
+                    std::str::from_utf8(&want).unwrap(),
+                    "{stored}"
+                ),
+                (Err(_), Err(_)) => {}
+                (got, want) => panic!("{stored}: {got:?} vs {want:?}"),
+            }
         }
     }
 
