@@ -39,7 +39,11 @@ pub struct Ctx {
     pub statefulsets: Arc<Cache<StatefulSet>>,
     pub revisions: Arc<Cache<ControllerRevision>>,
     pub namespaces: Arc<Cache<Namespace>>,
+    /// EndpointSlices (what DNS reads) of a Service key.
     pub q_endpoints: Arc<WorkQueue>,
+    /// The core/v1 Endpoints of a Service key: queued once its slices are written, so the
+    /// slice write never waits for (or shares the API with) the Endpoints write.
+    pub q_legacy_endpoints: Arc<WorkQueue>,
     pub q_replicasets: Arc<WorkQueue>,
     pub q_scheduler: Arc<WorkQueue>,
     pub q_deployments: Arc<WorkQueue>,
@@ -51,6 +55,8 @@ pub struct Ctx {
     events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Event>>>,
     /// Per service key: when the change that queued it happened.
     triggers: Mutex<HashMap<String, Timestamp>>,
+    /// The same for the Endpoints sync, handed over by the slice sync.
+    legacy_triggers: Mutex<HashMap<String, Timestamp>>,
     /// Pods bound by this scheduler whose binding the watch has not shown yet: pod key → node.
     assumed: Mutex<HashMap<String, String>>,
 }
@@ -259,6 +265,7 @@ impl Ctx {
             revisions: Cache::new(owned_index::<ControllerRevision>),
             namespaces: Cache::new(|_| Vec::new()),
             q_endpoints: WorkQueue::new(),
+            q_legacy_endpoints: WorkQueue::new(),
             q_replicasets: WorkQueue::new(),
             q_scheduler: WorkQueue::new(),
             q_deployments: WorkQueue::new(),
@@ -266,6 +273,7 @@ impl Ctx {
             q_gc: WorkQueue::new(),
             q_namespaces: WorkQueue::new(),
             triggers: Mutex::new(HashMap::new()),
+            legacy_triggers: Mutex::new(HashMap::new()),
             assumed: Mutex::new(HashMap::new()),
         })
     }
@@ -373,13 +381,16 @@ impl Ctx {
         });
         let c = self.clone();
         let slices: Handler<EndpointSlice> = Arc::new(move |ch| {
+            let known = ch.is_known_version();
             let (s, deleted) = match ch {
                 Change::Upsert { new, .. } => (new, false),
                 Change::Deleted(s) => (s, true),
             };
             let labels = util::labels_of(&s.metadata);
-            if labels.get(endpoints::LABEL_MANAGED_BY).map(String::as_str)
-                == Some(endpoints::MANAGED_BY)
+            // The echo of our own write changes nothing: no sync for it.
+            if !known
+                && labels.get(endpoints::LABEL_MANAGED_BY).map(String::as_str)
+                    == Some(endpoints::MANAGED_BY)
                 && let Some(svc) = labels.get(endpoints::LABEL_SERVICE_NAME)
             {
                 c.q_endpoints.add(format!(
@@ -395,11 +406,14 @@ impl Ctx {
         });
         let c = self.clone();
         let eps: Handler<Endpoints> = Arc::new(move |ch| {
+            if ch.is_known_version() {
+                return;
+            }
             let e = match ch {
                 Change::Upsert { new, .. } => new,
                 Change::Deleted(e) => e,
             };
-            c.q_endpoints.add(obj_key(e));
+            c.q_legacy_endpoints.add(obj_key(e));
         });
         let c = self.clone();
         let nodes: Handler<Node> = Arc::new(move |_| {
@@ -659,56 +673,96 @@ pub fn spawn_workers(
 // ---------------------------------------------------------------------------------------
 // EndpointSlices and Endpoints
 
+/// What both endpoint syncs read about one Service: the Service, the pods it may select and
+/// the nodes' zones.
+struct ServiceView {
+    service: Option<Arc<Service>>,
+    pods: Vec<Arc<Pod>>,
+    zones: BTreeMap<String, String>,
+}
+
+fn service_view(ctx: &Ctx, key: &str) -> ServiceView {
+    let (ns, _) = split_key(key);
+    let service = ctx.services.get(key);
+    let selector = service
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    let pods = if selector.is_empty() {
+        Vec::new()
+    } else {
+        candidate_pods(ctx, ns, &selector)
+    };
+    let zones = ctx
+        .nodes
+        .all()
+        .iter()
+        .filter_map(|n| {
+            let zone = util::labels_of(&n.metadata).get("topology.kubernetes.io/zone")?;
+            Some((n.name_any(), zone.clone()))
+        })
+        .collect();
+    ServiceView {
+        service,
+        pods,
+        zones,
+    }
+}
+
+fn take_trigger(map: &Mutex<HashMap<String, Timestamp>>, key: &str) -> Option<Timestamp> {
+    map.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
+}
+
+/// Writes the EndpointSlices of one Service, then hands the Service to the Endpoints sync.
 pub fn sync_service(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncResult> {
     async move {
         let (ns, name) = split_key(&key);
-        let service = ctx.services.get(&key);
-        let selector = service
-            .as_ref()
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.selector.clone())
-            .unwrap_or_default();
-        let pods = if selector.is_empty() {
-            Vec::new()
-        } else {
-            candidate_pods(&ctx, ns, &selector)
-        };
-        let pod_refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+        let view = service_view(&ctx, &key);
+        let pod_refs: Vec<&Pod> = view.pods.iter().map(|p| p.as_ref()).collect();
         let slices = ctx.slices.by_index(&format!("svc:{ns}/{name}"));
         let slice_refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        let current = ctx.endpoints.get(&key);
-        let zones: BTreeMap<String, String> = ctx
-            .nodes
-            .all()
-            .iter()
-            .filter_map(|n| {
-                let zone = util::labels_of(&n.metadata).get("topology.kubernetes.io/zone")?;
-                Some((n.name_any(), zone.clone()))
-            })
-            .collect();
-        let trigger = ctx
-            .triggers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        let trigger = take_trigger(&ctx.triggers, &key);
         let obs = endpoints::Observed {
-            service: service.as_deref(),
+            service: view.service.as_deref(),
             pods: &pod_refs,
             slices: &slice_refs,
-            endpoints: current.as_deref(),
-            node_zones: &zones,
+            endpoints: None,
+            node_zones: &view.zones,
             trigger_time: trigger,
         };
-        let slice_actions = endpoints::reconcile_slices(&obs);
-        let endpoints_action = endpoints::reconcile_endpoints(&obs);
-        // Slices (what DNS reads) and Endpoints are written concurrently: neither waits for
-        // the other's round trip.
-        let (slices_done, endpoints_done) = tokio::join!(
-            write_slices(&ctx, ns, slice_actions),
-            write_endpoints(&ctx, ns, name, endpoints_action)
-        );
-        slices_done?;
-        endpoints_done?;
+        let written = write_slices(&ctx, ns, endpoints::reconcile_slices(&obs)).await;
+        if let Some(t) = trigger {
+            let mut legacy = ctx
+                .legacy_triggers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let at = legacy.entry(key.clone()).or_insert(t);
+            *at = (*at).max(t);
+        }
+        ctx.q_legacy_endpoints.add(key.clone());
+        written?;
+        Ok(None)
+    }
+    .boxed()
+}
+
+/// Writes the core/v1 Endpoints of one Service.
+pub fn sync_legacy_endpoints(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncResult> {
+    async move {
+        let (ns, name) = split_key(&key);
+        let view = service_view(&ctx, &key);
+        let pod_refs: Vec<&Pod> = view.pods.iter().map(|p| p.as_ref()).collect();
+        let current = ctx.endpoints.get(&key);
+        let obs = endpoints::Observed {
+            service: view.service.as_deref(),
+            pods: &pod_refs,
+            slices: &[],
+            endpoints: current.as_deref(),
+            node_zones: &view.zones,
+            trigger_time: take_trigger(&ctx.legacy_triggers, &key),
+        };
+        write_endpoints(&ctx, ns, name, endpoints::reconcile_endpoints(&obs)).await?;
         Ok(None)
     }
     .boxed()

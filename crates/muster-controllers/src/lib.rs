@@ -34,8 +34,9 @@ pub struct ControllersConfig {
     /// Concurrent workers per controller (keys of one controller never sync concurrently
     /// with themselves).
     pub workers: usize,
-    /// Workers of the EndpointSlice/Endpoints controller, the one on DNS's critical path
-    /// (its syncs are mostly waiting on API writes, so more of them help at scale).
+    /// Workers of the EndpointSlice controller, the one on DNS's critical path (its syncs are
+    /// mostly waiting on API writes, so more of them help at scale); as many again write the
+    /// core/v1 Endpoints, after the slices.
     pub endpoints_workers: usize,
     /// Who is acting: event `reportingInstance`, lease holder identity.
     pub identity: String,
@@ -114,6 +115,14 @@ fn spawn_controllers(
         ctx.q_endpoints.clone(),
         config.endpoints_workers,
         driver::sync_service,
+    );
+    driver::spawn_workers(
+        ctx,
+        tasks,
+        "endpoints-legacy",
+        ctx.q_legacy_endpoints.clone(),
+        config.endpoints_workers,
+        driver::sync_legacy_endpoints,
     );
     driver::spawn_workers(
         ctx,

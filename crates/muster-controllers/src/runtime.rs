@@ -179,6 +179,26 @@ pub enum Change<'a, K> {
     Deleted(&'a K),
 }
 
+impl<K: Resource> Change<'_, K> {
+    /// An update to a version the cache already had (or a newer one): the watch echoing a
+    /// write whose answer the controller stored itself, or a late event.
+    pub fn is_known_version(&self) -> bool {
+        match self {
+            Change::Upsert {
+                old: Some(old),
+                new,
+            } => matches!(
+                (
+                    rv_number(old.meta().resource_version.as_deref()),
+                    rv_number(new.meta().resource_version.as_deref()),
+                ),
+                (Some(have), Some(got)) if got <= have
+            ),
+            _ => false,
+        }
+    }
+}
+
 pub type Handler<K> = Arc<dyn Fn(Change<'_, K>) + Send + Sync>;
 
 /// Keeps `cache` in step with the API through list+watch (re-listing after errors and 410s)
@@ -379,6 +399,28 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(c.len(), 1);
         assert_eq!(c.index_len("app=web"), 0);
+    }
+
+    #[test]
+    fn echoes_of_known_versions_are_recognised() {
+        let cases = [
+            (Some("5"), "5", true),
+            (Some("6"), "5", true),
+            (Some("5"), "6", false),
+            (None, "5", false),
+            // Versions that are not numbers are never assumed known.
+            (Some("a"), "a", false),
+        ];
+        for (old, new, want) in cases {
+            let old = old.map(|rv| pod("a", rv, "web"));
+            let new = pod("a", new, "web");
+            let ch = Change::Upsert {
+                old: old.as_ref(),
+                new: &new,
+            };
+            assert_eq!(ch.is_known_version(), want, "{old:?} -> {new:?}");
+        }
+        assert!(!Change::Deleted(&pod("a", "5", "web")).is_known_version());
     }
 
     #[tokio::test]

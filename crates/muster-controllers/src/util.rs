@@ -489,6 +489,81 @@ mod tests {
     }
 
     #[test]
+    fn claims_follow_kubernetes_rules() {
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        let owner = ObjectMeta {
+            name: Some("web".into()),
+            uid: Some("uid-web".into()),
+            ..Default::default()
+        };
+        let ours = owner_ref("apps/v1", "Deployment", &owner);
+        let theirs = OwnerReference {
+            uid: "uid-other".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let rs =
+            |name: &str, app: &str, owner: Option<&OwnerReference>, deleting: bool| ReplicaSet {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    labels: Some(labels(&[("app", app)])),
+                    owner_references: owner.map(|o| vec![o.clone()]),
+                    deletion_timestamp: deleting.then_some(Time(Timestamp::MIN)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+        let candidates = [
+            rs("ours-matching", "web", Some(&ours), false),
+            rs("ours-relabelled", "db", Some(&ours), false),
+            rs("orphan-matching", "web", None, false),
+            rs("orphan-other", "db", None, false),
+            rs("orphan-deleting", "web", None, true),
+            rs("theirs", "web", Some(&theirs), false),
+        ];
+        let refs: Vec<&ReplicaSet> = candidates.iter().collect();
+        let selector = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            ..Default::default()
+        };
+        let names = |v: &[OwnerChange]| v.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        // (owner being deleted, owned, adopted, released)
+        type Case<'a> = (bool, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let cases: [Case; 2] = [
+            (
+                false,
+                &["ours-matching", "orphan-matching"],
+                &["orphan-matching"],
+                &["ours-relabelled"],
+            ),
+            // An owner being deleted neither adopts nor releases.
+            (true, &["ours-matching"], &[], &[]),
+        ];
+        for (deleting, owned, adopted, released) in cases {
+            let mut o = owner.clone();
+            o.deletion_timestamp = deleting.then_some(Time(Timestamp::MIN));
+            let c = claim(&o, &ours, &selector, &refs, |_| true);
+            let got: Vec<String> = c
+                .owned
+                .iter()
+                .map(|r| r.metadata.name.clone().unwrap())
+                .collect();
+            assert_eq!(got, owned, "deleting={deleting}");
+            assert_eq!(names(&c.adopt), adopted, "deleting={deleting}");
+            assert_eq!(names(&c.release), released, "deleting={deleting}");
+            for a in &c.adopt {
+                assert_eq!(a.owner_references, vec![ours.clone()]);
+            }
+            for r in &c.release {
+                assert!(r.owner_references.is_empty());
+            }
+        }
+        // Nothing is claimed by an empty selector.
+        let c = claim(&owner, &ours, &LabelSelector::default(), &refs, |_| true);
+        assert!(c.adopt.is_empty() && c.owned.is_empty());
+    }
+
+    #[test]
     fn safe_encode_maps_digits_like_kubernetes() {
         // Kubernetes' pod-template-hash values are made of these ten characters only.
         assert_eq!(safe_encode("0123456789"), "456789bcdf");
