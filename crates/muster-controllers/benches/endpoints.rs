@@ -97,7 +97,7 @@ async fn flip_latency(flips: usize) {
     // Every slice event: (ip → ready) as of that event, with the arrival time.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, HashMap<String, bool>)>();
     let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
-    tokio::spawn(async move {
+    let slice_watch = tokio::spawn(async move {
         let cfg = watcher::Config::default().labels("kubernetes.io/service-name=flip");
         let mut s = watcher(slices, cfg).applied_objects().boxed();
         while let Ok(Some(slice)) = s.try_next().await {
@@ -125,7 +125,7 @@ async fn flip_latency(flips: usize) {
     // write + watch latency, which the controller cannot beat).
     let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<(Instant, String, bool)>();
     let pod_watch: Api<Pod> = Api::namespaced(c.client.clone(), "default");
-    tokio::spawn(async move {
+    let reference_watch = tokio::spawn(async move {
         let cfg = watcher::Config::default().labels("app=flip");
         let mut s = watcher(pod_watch, cfg).applied_objects().boxed();
         while let Ok(Some(p)) = s.try_next().await {
@@ -149,7 +149,7 @@ async fn flip_latency(flips: usize) {
         .unwrap();
     let (rtx, mut rrx) = tokio::sync::mpsc::unbounded_channel::<(Instant, String)>();
     let ref_watch = slice_api.clone();
-    tokio::spawn(async move {
+    let pod_watch_task = tokio::spawn(async move {
         let cfg = watcher::Config::default().labels("bench=reference");
         let mut s = watcher(ref_watch, cfg).applied_objects().boxed();
         while let Ok(Some(slice)) = s.try_next().await {
@@ -214,6 +214,10 @@ async fn flip_latency(flips: usize) {
                 break;
             }
         }
+    }
+    // Stop watching before the API server goes, so no watch reports its death.
+    for task in [slice_watch, reference_watch, pod_watch_task] {
+        task.abort();
     }
     let mut added: Vec<Duration> = lat
         .iter()
