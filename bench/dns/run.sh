@@ -5,6 +5,8 @@
 #
 #   bench/dns/run.sh                 # everything; DURATION=10 seconds per throughput run
 #   SERVERS="muster nsd" bench/dns/run.sh
+#   MODE=latency bench/dns/run.sh    # only p50/p99 at 10k qps: all three servers up at once,
+#                                    # ROUNDS=5 interleaved rounds of LAT_SECONDS=5 each (~90 s)
 #
 # Method (performance.md §6.1): each server on one core, dnsperf on the other; the figure that
 # compares is the server's CPU per query (utime+stime of its process tree from /proc divided by
@@ -31,7 +33,9 @@ if ! need dnsperf || ! need nsd || ! need knotd || ! need kdig; then
 fi
 
 [ -f cluster.local.zone ] || python3 "$HERE/gen.py" "$WORK"
-(cd "$ROOT" && cargo build --release -q -p muster-dns --example serve --example qpath --example propagation)
+# The same build as write_to_answer.sh (muster and every example at once): one feature set,
+# so switching between the two scripts rebuilds nothing.
+(cd "$ROOT" && cargo build --release -q -p muster -p muster-dns --bin muster --examples)
 SERVE="$CARGO_TARGET_DIR/release/examples/serve"
 QPATH="$CARGO_TARGET_DIR/release/examples/qpath"
 PROPAGATION="$CARGO_TARGET_DIR/release/examples/propagation"
@@ -151,6 +155,56 @@ bench_server() {
     throughput "$name" "$port" "$ccpu" qmix -e -d qmix.txt
     latency "$name" "$port" "$ccpu"
 }
+
+if [ "${MODE:-all}" = latency ]; then
+    ROUNDS=${ROUNDS:-5}
+    LAT_SECONDS=${LAT_SECONDS:-5}
+    declare -A PORT=([muster]=5304 [nsd]=5301 [knot]=5300) CCPU=([muster]=0 [nsd]=0 [knot]=1)
+    PIDS=()
+    rm -f lat_*.us
+    cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+    taskset -c 1 "$SERVE" --data objects.json --listen 127.0.0.1:5304 --workers 1 2> muster.log & PIDS+=($!)
+    taskset -c 1 nsd -d -c nsd/nsd.conf 2> nsd.log & PIDS+=($!)
+    knotd -c knot/knot.conf 2> knot.log & PIDS+=($!)
+    for server in $SERVERS; do wait_port "${PORT[$server]}"; done
+    # Per-query latencies (µs) of one dnsperf run at 10k qps offered, one per line, sorted.
+    lat_run() {
+        local name=$1 round=$2
+        taskset -c "${CCPU[$name]}" dnsperf -s 127.0.0.1 -p "${PORT[$name]}" -e -d qmix.txt -l "$LAT_SECONDS" \
+            -Q 10000 -c 10 -q 256 -v > "lat_${name}_$round.raw" 2>&1 || true
+        grep -E '^> .* [0-9.]+$' "lat_${name}_$round.raw" | awk '{printf "%.1f\n", $NF * 1e6}' | sort -g > "lat_${name}_$round.us"
+    }
+    # p50 p90 p99 p99.9 max count of a sorted file.
+    pcts() { awk '{v[NR]=$1} END {if (!NR) {print "- - - - - 0"; exit}
+        q = "0.5 0.9 0.99 0.999"; n = split(q, p, " ")
+        for (i = 1; i <= n; i++) { k = int(NR * p[i] + 0.999999); if (k < 1) k = 1; printf "%s ", v[k] }
+        printf "%s %d\n", v[NR], NR}' "$1"; }
+    echo "## latency at 10k qps offered (qmix, EDNS), $(date -u '+%F %T') UTC, $(uptime | sed 's/.*load/load/')"
+    echo "Each server on CPU 1 (Knot pins itself to CPU 0; its client then runs on CPU 1), dnsperf on the other CPU;"
+    echo "$ROUNDS rounds × ${LAT_SECONDS}s per server, servers interleaved within each round. Times in µs."
+    echo
+    echo "| round | server | p50 | p90 | p99 | p99.9 | max | answered | load (1 min) |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for round in $(seq 1 "$ROUNDS"); do
+        for server in $SERVERS; do
+            lat_run "$server" "$round"
+            read -r a b c d e n < <(pcts "lat_${server}_$round.us")
+            echo "| $round | $server | $a | $b | $c | $d | $e | $n | $(cut -d' ' -f1 /proc/loadavg) |"
+        done
+    done
+    echo
+    echo "All rounds pooled:"
+    echo
+    echo "| server | p50 | p90 | p99 | p99.9 | max | answered | p99 of each round |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for server in $SERVERS; do
+        sort -g lat_"${server}"_[0-9]*.us > "lat_${server}_all.us"
+        read -r a b c d e n < <(pcts "lat_${server}_all.us")
+        per=$(for r in $(seq 1 "$ROUNDS"); do pcts "lat_${server}_$r.us" | cut -d' ' -f3; done | paste -sd/)
+        echo "| $server | $a | $b | $c | $d | $e | $n | $per |"
+    done
+    exit 0
+fi
 
 for server in $SERVERS; do
     case $server in
