@@ -623,6 +623,34 @@ fn scale_down_old(
     }
 }
 
+/// Kubernetes' getReplicaFailures: a ReplicaSet's `ReplicaFailure` condition (the new
+/// ReplicaSet's first) becomes the Deployment's, with the same status, reason and message.
+fn replica_failure(
+    new_rs: Option<&ReplicaSet>,
+    all: &[&ReplicaSet],
+) -> Option<DeploymentCondition> {
+    let failure_of = |rs: &ReplicaSet| {
+        rs.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == crate::replicaset::CONDITION_REPLICA_FAILURE)
+            .cloned()
+    };
+    let c = new_rs
+        .and_then(failure_of)
+        .or_else(|| all.iter().find_map(|rs| failure_of(rs)))?;
+    Some(DeploymentCondition {
+        type_: c.type_,
+        status: c.status,
+        reason: c.reason,
+        message: c.message,
+        last_transition_time: c.last_transition_time.clone(),
+        last_update_time: c.last_transition_time,
+    })
+}
+
 fn status(
     obs: &Observed,
     new_rs: Option<&ReplicaSet>,
@@ -756,6 +784,8 @@ fn status(
             )
         }
     };
+    let mut conditions = vec![avail_cond, prog_cond];
+    conditions.extend(replica_failure(new_rs, obs.replicasets));
     let status = DeploymentStatus {
         replicas: Some(total),
         updated_replicas: Some(updated),
@@ -764,7 +794,7 @@ fn status(
         unavailable_replicas: Some((want - available).max(0)),
         observed_generation: generation_seen,
         collision_count: old.collision_count,
-        conditions: Some(vec![avail_cond, prog_cond]),
+        conditions: Some(conditions),
         terminating_replicas: old.terminating_replicas,
     };
     (status != old).then_some(status)

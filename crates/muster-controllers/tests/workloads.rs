@@ -502,9 +502,9 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     b.abort();
 }
 
-/// The ReplicaSet reports pod creation failures as Kubernetes does: a `ReplicaFailure`
+/// ReplicaSets report pod creation failures as Kubernetes does: a `ReplicaFailure`
 /// condition (FailedCreate, with the API's message) while they last, removed once pods can
-/// be created again. The failure is made by marking the namespace Terminating in its status
+/// be created again; a Deployment shows its ReplicaSet's condition as its own. The failure is made by marking the namespace Terminating in its status
 /// (the API then refuses new content there, events included) and undone by marking it
 /// Active again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,14 +512,14 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
 async fn replica_failure_condition_comes_and_goes() {
     let c = Cluster::start().await;
     c.kubectl(&["create", "namespace", "frozen"]);
-    let f = c.write(
-        "rs.yaml",
-        &workload("ReplicaSet", "small", 4, "small", "x", ""),
-    );
+    let rs = workload("ReplicaSet", "small", 4, "small", "x", "");
+    let deploy = workload("Deployment", "dep", 1, "dep", "x", "");
+    let f = c.write("both.yaml", &format!("{rs}---\n{deploy}"));
     c.kubectl(&["apply", "-n", "frozen", "-f", f.to_str().unwrap()]);
-    eventually(10, "4 pods", || async {
-        let n = live_pods(&c, "frozen", "app=small").await.len();
-        if n == 4 { Ok(()) } else { Err(format!("{n}")) }
+    eventually(10, "5 pods", || async {
+        let n = live_pods(&c, "frozen", "app=small").await.len()
+            + live_pods(&c, "frozen", "app=dep").await.len();
+        if n == 5 { Ok(()) } else { Err(format!("{n}")) }
     })
     .await;
     let phase = |p: &str| {
@@ -535,29 +535,33 @@ async fn replica_failure_condition_comes_and_goes() {
     };
     phase("Terminating");
     c.kubectl(&["scale", "-n", "frozen", "rs/small", "--replicas=6"]);
-    let condition = || {
+    c.kubectl(&["scale", "-n", "frozen", "deployment/dep", "--replicas=2"]);
+    // The ReplicaFailure condition of `what` as "status/reason: message", or "".
+    let failure = |what: &str| {
         c.kubectl(&[
             "get",
             "-n",
             "frozen",
-            "rs/small",
+            what,
             "-o",
-            r#"jsonpath={range .status.conditions[*]}{.type}/{.status}/{.reason}: {.message}{"\n"}{end}"#,
+            r#"jsonpath={range .status.conditions[?(@.type=="ReplicaFailure")]}{.status}/{.reason}: {.message}{end}"#,
         ])
     };
-    let failing = eventually(10, "ReplicaFailure", || async {
-        let got = condition();
-        if got.starts_with("ReplicaFailure/True/FailedCreate: ") {
-            Ok(got)
-        } else {
-            Err(got)
-        }
-    })
-    .await;
-    assert!(
-        failing.contains("is forbidden: unable to create new content in namespace frozen because it is being terminated"),
-        "{failing}"
-    );
+    for what in ["rs/small", "deployment/dep"] {
+        let failing = eventually(10, "ReplicaFailure", || async {
+            let got = failure(what);
+            if got.starts_with("True/FailedCreate: ") {
+                Ok(got)
+            } else {
+                Err(got)
+            }
+        })
+        .await;
+        assert!(
+            failing.contains("is forbidden: unable to create new content in namespace frozen because it is being terminated"),
+            "{what}: {failing}"
+        );
+    }
     let describe = c.kubectl(&["describe", "-n", "frozen", "rs/small"]);
     assert!(
         describe.contains("ReplicaFailure   True    FailedCreate"),
@@ -567,11 +571,12 @@ async fn replica_failure_condition_comes_and_goes() {
     phase("Active");
     eventually(30, "recovered", || async {
         let n = live_pods(&c, "frozen", "app=small").await.len();
-        let cond = condition();
-        if n == 6 && cond.trim().is_empty() {
+        let m = live_pods(&c, "frozen", "app=dep").await.len();
+        let left = format!("{}{}", failure("rs/small"), failure("deployment/dep"));
+        if n == 6 && m == 2 && left.is_empty() {
             Ok(())
         } else {
-            Err(format!("{n} pods, {cond}"))
+            Err(format!("{n} + {m} pods, {left}"))
         }
     })
     .await;

@@ -535,3 +535,62 @@ fn scaling_then_rollout_completes() {
     s.run_to_completion(1, 0);
     assert_eq!(s.sizes(), vec![("1".into(), 0), ("2".into(), 8)]);
 }
+
+/// A ReplicaSet's ReplicaFailure condition shows on the Deployment (the new ReplicaSet's
+/// first) and goes when the ReplicaSets have none.
+#[test]
+fn replica_failures_surface_on_the_deployment() {
+    use k8s_openapi::api::apps::v1::ReplicaSetCondition;
+    let d = deployment(2, "nginx:new", "RollingUpdate", "1", "0");
+    let failing = |rs: &mut ReplicaSet, message: &str| {
+        rs.status.get_or_insert_default().conditions = Some(vec![ReplicaSetCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some(message.into()),
+            last_transition_time: Some(ts(7)),
+        }]);
+    };
+    let failure = |rss: &[ReplicaSet]| {
+        let refs: Vec<&ReplicaSet> = rss.iter().collect();
+        let plan = reconcile(&Observed {
+            deployment: &d,
+            replicasets: &refs,
+            pods: &[],
+            now: ts(100).0,
+        });
+        let conditions = plan.status.and_then(|s| s.conditions).unwrap_or_default();
+        conditions
+            .into_iter()
+            .find(|c| c.type_ == "ReplicaFailure")
+            .map(|c| {
+                (
+                    c.status,
+                    c.reason.unwrap(),
+                    c.message.unwrap(),
+                    c.last_update_time,
+                )
+            })
+    };
+    let mut rss = vec![
+        owned_rs(&d, "v1", 0, 1, "nginx:v1", 2),
+        owned_rs(&d, "v2", 2, 2, "nginx:new", 2),
+    ];
+    assert_eq!(failure(&rss), None);
+    failing(&mut rss[0], "old one failed");
+    assert_eq!(
+        failure(&rss),
+        Some((
+            "True".into(),
+            "FailedCreate".into(),
+            "old one failed".into(),
+            Some(ts(7))
+        ))
+    );
+    failing(&mut rss[1], "quota exceeded");
+    assert_eq!(
+        failure(&rss).unwrap().2,
+        "quota exceeded",
+        "the new ReplicaSet's first"
+    );
+}
