@@ -42,7 +42,26 @@ fn check_fails_and_changes_nothing(
 
 #[test]
 fn kubectl_errors_match_kubernetes_and_write_nothing() {
-    let Some(s) = server(false) else { return };
+    if let Some(s) = server(false) {
+        errors_match_kubernetes_and_write_nothing(&s);
+    }
+}
+
+/// The same through two `muster apiserver --store etcd` in turn, on an etcd of its own (the
+/// check that nothing was written compares etcd's revision, which any other writer would move).
+#[test]
+fn kubectl_errors_match_kubernetes_and_write_nothing_on_etcd() {
+    if !common::tools_present(false) {
+        return;
+    }
+    let Some(etcd) = common::etcd::Etcd::start(1) else {
+        return;
+    };
+    let pair = Server::start_pair_on_etcd(&etcd.endpoints(), "/errors");
+    errors_match_kubernetes_and_write_nothing(&pair);
+}
+
+fn errors_match_kubernetes_and_write_nothing(s: &Server) {
     s.kubectl_stdin(&["create", "-f", "-"], &configmap("a", "1"))
         .ok();
     let stale = s.kubectl(&["get", "cm", "a", "-o", "yaml"]).ok().stdout;
@@ -108,7 +127,7 @@ fn kubectl_errors_match_kubernetes_and_write_nothing() {
         (&["create", "namespace", "Not_Valid"], None, &["Invalid"]),
     ];
     for (args, stdin, want) in cases {
-        check_fails_and_changes_nothing(&s, args, *stdin, want);
+        check_fails_and_changes_nothing(s, args, *stdin, want);
     }
 }
 
