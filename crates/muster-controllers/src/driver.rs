@@ -304,6 +304,11 @@ impl Ctx {
     }
 
     fn on_pod(&self, change: Change<'_, Pod>) {
+        // The echo of the scheduler's own Unschedulable condition is not a new reason to
+        // schedule (each attempt records a FailedScheduling event). Other echoes are: a pod
+        // our ReplicaSet just created is in the cache before its watch event arrives.
+        let echo = change.is_known_version()
+            && matches!(&change, Change::Upsert { new, .. } if scheduler::marked_unschedulable(new));
         let (old, new, deleted) = match change {
             Change::Upsert { old, new } => (old, new, false),
             Change::Deleted(p) => (None, p, true),
@@ -354,7 +359,7 @@ impl Ctx {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
         }
-        if !deleted && scheduler::wants_scheduling(new) {
+        if !deleted && !echo && scheduler::wants_scheduling(new) {
             self.q_scheduler.add(key);
         }
         if !deleted
@@ -416,7 +421,14 @@ impl Ctx {
             c.q_legacy_endpoints.add(obj_key(e));
         });
         let c = self.clone();
-        let nodes: Handler<Node> = Arc::new(move |_| {
+        let nodes: Handler<Node> = Arc::new(move |ch| {
+            let matters = match ch {
+                Change::Upsert { old, new } => scheduler::node_change_matters(old, new),
+                Change::Deleted(_) => true,
+            };
+            if !matters {
+                return;
+            }
             for p in c.pods.by_index("unscheduled") {
                 if scheduler::wants_scheduling(&p) {
                     c.q_scheduler.add(obj_key(p.as_ref()));
@@ -1034,15 +1046,17 @@ pub fn sync_pod_schedule(ctx: Arc<Ctx>, key: String) -> BoxFuture<'static, SyncR
                         Err(e) if is_status(&e, 409) => return Ok(None),
                         Err(e) => return Err(e.into()),
                     }
-                    record(
-                        &ctx,
-                        "default-scheduler",
-                        reference(pod.as_ref()),
-                        "Warning",
-                        "FailedScheduling",
-                        message,
-                    );
                 }
+                // Every failed attempt is an event, as Kubernetes' scheduler records them;
+                // repeats become one event with a count ("(x3 over 2m)").
+                record(
+                    &ctx,
+                    "default-scheduler",
+                    reference(pod.as_ref()),
+                    "Warning",
+                    "FailedScheduling",
+                    message,
+                );
                 // Node changes requeue every pending pod; this is a slow safety net.
                 Ok(Some(Duration::from_secs(30)))
             }

@@ -122,6 +122,7 @@ fn aggregate_key(e: &Event) -> String {
         o.kind.as_deref().unwrap_or(""),
         o.namespace.as_deref().unwrap_or(""),
         o.name.as_deref().unwrap_or(""),
+        o.field_path.as_deref().unwrap_or(""),
         o.uid.as_deref().unwrap_or(""),
         o.api_version.as_deref().unwrap_or(""),
         e.type_.as_deref().unwrap_or(""),

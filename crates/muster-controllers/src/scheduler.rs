@@ -34,6 +34,30 @@ pub fn wants_scheduling(pod: &Pod) -> bool {
         && util::pod_is_active(pod)
 }
 
+/// Whether a node update can change a scheduling decision (readiness, labels, taints,
+/// unschedulable), as opposed to a heartbeat; additions and deletions always can.
+pub fn node_change_matters(old: Option<&Node>, new: &Node) -> bool {
+    match old {
+        None => true,
+        Some(old) => {
+            node_ready(old) != node_ready(new)
+                || old.metadata.labels != new.metadata.labels
+                || old.spec != new.spec
+        }
+    }
+}
+
+/// Whether the pod carries the scheduler's `PodScheduled=False` condition.
+pub fn marked_unschedulable(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+        })
+}
+
 fn node_ready(node: &Node) -> bool {
     node.status
         .as_ref()
@@ -210,6 +234,43 @@ mod tests {
 
     fn refuse(m: &str) -> Decision {
         Decision::Unschedulable { message: m.into() }
+    }
+
+    #[test]
+    fn only_scheduling_relevant_node_changes_matter() {
+        let node = |ready: bool, label: &str, heartbeat: i64| {
+            let mut n = Node {
+                metadata: ObjectMeta {
+                    name: Some("n".into()),
+                    labels: Some([("zone".to_string(), label.to_string())].into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            n.status = Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    last_heartbeat_time: Some(crate::testutil::ts(heartbeat)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            n
+        };
+        let base = node(true, "a", 0);
+        let mut cordoned = base.clone();
+        cordoned.spec.get_or_insert_default().unschedulable = Some(true);
+        let cases = [
+            (None, node(true, "a", 0), true),
+            (Some(base.clone()), node(true, "a", 10), false),
+            (Some(base.clone()), node(false, "a", 10), true),
+            (Some(base.clone()), node(true, "b", 0), true),
+            (Some(base.clone()), cordoned, true),
+        ];
+        for (i, (old, new, want)) in cases.into_iter().enumerate() {
+            assert_eq!(node_change_matters(old.as_ref(), &new), want, "case {i}");
+        }
     }
 
     #[test]

@@ -370,6 +370,39 @@ async fn scheduler_spreads_over_ready_nodes_and_reports_failures() {
         if msgs.len() == 4 && msgs.iter().all(|m| m == want) { Ok(()) } else { Err(format!("{msgs:?}")) }
     })
     .await;
+    // A node change that matters (a label) retries the pods; each failed attempt is an
+    // event, and the repeats count on one event per pod.
+    c.kubectl(&["label", "node", "node-b", "retry=1"]);
+    eventually(10, "counted FailedScheduling", || async {
+        let counts = c.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedScheduling",
+            "-o",
+            r#"jsonpath={range .items[*]}{.count} {end}"#,
+        ]);
+        let counts: Vec<i64> = counts
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        if counts.len() == 4 && counts.iter().all(|n| *n >= 2) {
+            Ok(())
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+    let pod = &live_pods(&c, "default", "app=small").await[0];
+    let describe = c.kubectl(&["describe", "pod", pod.metadata.name.as_deref().unwrap()]);
+    let line = describe
+        .lines()
+        .find(|l| l.contains("FailedScheduling"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(" (x") && line.contains(" over "),
+        "{describe}"
+    );
     // Two Ready nodes appear: the pending pods are retried and bound to them. Some may be
     // bound before the second node is Ready, so the spread is checked on 4 more pods: each
     // goes to the least loaded node, which always ends at 4 and 4.
