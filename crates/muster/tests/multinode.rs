@@ -674,3 +674,67 @@ fn muster_up_on_etcd_runs_controllers_and_dns_from_it() {
         (String::from_utf8_lossy(&out.stdout).trim() == ip).then_some(())
     });
 }
+
+/// etcd's compaction is the history limit of watches: a watch from a compacted
+/// resourceVersion gets the 410 Expired that makes clients re-list, as from kube-apiserver.
+#[test]
+fn a_watch_from_a_revision_etcd_compacted_is_410_expired() {
+    if !tools_present(true) {
+        return;
+    }
+    let Some(etcd) = Etcd::start(1) else {
+        return;
+    };
+    let s = Server::start_with(&etcd_args(&etcd.endpoints(), "/compacted"));
+    let rv = |args: &[&str]| -> u64 {
+        let out = s.kubectl(args).ok().stdout;
+        out.parse()
+            .unwrap_or_else(|_| panic!("a resourceVersion: {out:?}"))
+    };
+    let first = rv(&[
+        "create",
+        "cm",
+        "a",
+        "--from-literal=k=0",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let mut last = first;
+    for i in 1..=3 {
+        last = rv(&[
+            "patch",
+            "cm",
+            "a",
+            "-p",
+            &format!(r#"{{"data":{{"k":"{i}"}}}}"#),
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ]);
+    }
+    // Compact etcd's history up to the last write, through etcd's JSON gateway.
+    let compacted = Command::new("curl")
+        .args(["-sf", "-X", "POST", "-d"])
+        .arg(format!(r#"{{"revision":"{last}"}}"#))
+        .arg(format!("{}/v3/kv/compaction", etcd.endpoints()[0]))
+        .output()
+        .expect("curl");
+    assert!(compacted.status.success(), "{compacted:?}");
+    let watch = |from: u64| {
+        s.kubectl(&[
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={from}&timeoutSeconds=1"
+            ),
+            "--request-timeout=10s",
+        ])
+    };
+    let old = watch(first);
+    assert!(
+        old.stdout.contains(r#""reason":"Expired""#) && old.stdout.contains(r#""code":410"#),
+        "{old:?}"
+    );
+    // From the compaction revision on, the watch is served (until timeoutSeconds).
+    let recent = watch(last).ok();
+    assert!(!recent.stdout.contains("Expired"), "{recent:?}");
+}
