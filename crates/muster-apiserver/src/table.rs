@@ -17,8 +17,15 @@ pub fn include_from_query(v: Option<&str>) -> Result<IncludeObject, ApiError> {
 }
 
 fn sort_key(obj: &Value) -> (&str, &str) {
-    let get = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
-    (get("/metadata/namespace"), get("/metadata/name"))
+    // `get`, not `pointer`: this runs for every comparison of the sort, and `pointer`
+    // allocates.
+    let get = |field: &str| {
+        obj.get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    (get("namespace"), get("name"))
 }
 
 /// A Table of `objects`, rows sorted by namespace and name (kubectl prints them as given).
