@@ -232,6 +232,8 @@ async fn main() -> anyhow::Result<()> {
     let mut ack_to_answer = Vec::new();
     let mut sent_to_answer = Vec::new();
     let mut misses = 0;
+    // (ack → answer, write index): the slowest ones are printed, to tell warm-up from stalls.
+    let mut worst: Vec<(f64, usize)> = Vec::new();
     for i in 0..args.writes {
         let ip = slice_ip(i);
         let sent = Instant::now();
@@ -255,6 +257,7 @@ async fn main() -> anyhow::Result<()> {
         ack.push(millis(acked - sent));
         match answered.0 {
             Some(at) => {
+                worst.push((millis(at.saturating_duration_since(acked)), i));
                 ack_to_answer.push(millis(at.saturating_duration_since(acked)));
                 sent_to_answer.push(millis(at - sent));
             }
@@ -302,6 +305,13 @@ async fn main() -> anyhow::Result<()> {
         a[0] / w[0],
         a[2] / w[2]
     );
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let slowest: Vec<String> = worst
+        .iter()
+        .take(3)
+        .map(|(ms, i)| format!("write {i}: {ms:.2} ms"))
+        .collect();
+    println!("slowest ack → answer: {}", slowest.join(", "));
     anyhow::ensure!(
         misses == 0,
         "{misses} writes never showed up in the DNS answers"
