@@ -19,8 +19,36 @@ use crate::util::OwnerChange;
 /// Concurrent API calls per sync when creating or deleting pods.
 pub const FANOUT: usize = 32;
 
-/// Merge-patches the status of `name` and stores the answer in `cache`; an object that is
-/// gone meanwhile is not an error (its deletion is what happens next).
+/// Merge-patches `name` (its status subresource when `status`) and stores the answer in
+/// `cache`; an object that is gone meanwhile is not an error (its deletion is what happens
+/// next).
+async fn merge_patch<K>(
+    api: &Api<K>,
+    cache: &Cache<K>,
+    name: &str,
+    status: bool,
+    patch: serde_json::Value,
+) -> kube::Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let result = if status {
+        api.patch_status(name, &pp, &patch).await
+    } else {
+        api.patch(name, &pp, &patch).await
+    };
+    match result {
+        Ok(updated) => {
+            cache.refresh(updated);
+            Ok(())
+        }
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the status of `name` (see `merge_patch`).
 pub async fn patch_status<K, S>(
     api: &Api<K>,
     cache: &Cache<K>,
@@ -31,18 +59,7 @@ where
     K: Resource + Clone + DeserializeOwned + Debug,
     S: Serialize,
 {
-    let patch = json!({ "status": status });
-    match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(updated) => {
-            cache.refresh(updated);
-            Ok(())
-        }
-        Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) => Err(e),
-    }
+    merge_patch(api, cache, name, true, json!({ "status": status })).await
 }
 
 /// Deletes `name`; "not found" counts as done. Returns the object when it still exists
@@ -58,8 +75,8 @@ where
     }
 }
 
-/// Writes an adoption or release (the complete ownerReferences, guarded by the
-/// resourceVersion they were computed from) and stores the answer in `cache`.
+/// Writes an adoption or release: the complete ownerReferences, guarded by the
+/// resourceVersion they were computed from (see `merge_patch`).
 pub async fn set_owner_references<K>(
     api: &Api<K>,
     cache: &Cache<K>,
@@ -72,17 +89,7 @@ where
         "ownerReferences": change.owner_references,
         "resourceVersion": change.resource_version,
     }});
-    match api
-        .patch(&change.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(updated) => {
-            cache.refresh(updated);
-            Ok(())
-        }
-        Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) => Err(e),
-    }
+    merge_patch(api, cache, &change.name, false, patch).await
 }
 
 /// A workload that creates and deletes pods, for the wording of its events.
@@ -138,15 +145,16 @@ impl PodOwner {
     }
 }
 
-/// Runs `call` on every item, up to FANOUT at a time.
-async fn fanout<I, T, F, Fut>(items: I, call: F) -> Vec<T>
+/// Runs `call` with the pods API of `ns` on every item, up to FANOUT at a time.
+async fn fanout<I, T, F, Fut>(ctx: &Ctx, ns: &str, items: I, call: F) -> Vec<T>
 where
     I: IntoIterator,
-    F: Fn(I::Item) -> Fut,
+    F: Fn(Api<Pod>, I::Item) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     futures::stream::iter(items)
-        .map(call)
+        .map(|item| call(api.clone(), item))
         .buffer_unordered(FANOUT)
         .collect()
         .await
@@ -177,14 +185,10 @@ pub async fn create_pods(
     owner: &ObjectReference,
     pods: Vec<Pod>,
 ) -> Option<kube::Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let results = fanout(pods, |pod| {
-        let api = api.clone();
-        async move {
-            api.create(&PostParams::default(), &pod)
-                .await
-                .map_err(|e| (pod, e))
-        }
+    let results = fanout(ctx, ns, pods, |api, pod| async move {
+        api.create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| (pod, e))
     })
     .await;
     let mut first_error = None;
@@ -221,13 +225,9 @@ pub async fn delete_pods(
     owner: &ObjectReference,
     names: Vec<String>,
 ) -> Option<kube::Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let results = fanout(names, |name| {
-        let api = api.clone();
-        async move {
-            let r = delete(&api, &name, &DeleteParams::default()).await;
-            (name, r)
-        }
+    let results = fanout(ctx, ns, names, |api, name| async move {
+        let r = delete(&api, &name, &DeleteParams::default()).await;
+        (name, r)
     })
     .await;
     let mut first_error = None;

@@ -414,6 +414,17 @@ fn owned_rs(
     }
 }
 
+/// One sync of `d` over `rss` (no pods).
+fn plan_for(d: &Deployment, rss: &[ReplicaSet]) -> Plan {
+    let refs: Vec<&ReplicaSet> = rss.iter().collect();
+    reconcile(&Observed {
+        deployment: d,
+        replicasets: &refs,
+        pods: &[],
+        now: ts(100).0,
+    })
+}
+
 /// `kubectl scale` mid-rollout, with Kubernetes' own cases (TestScale in its deployment
 /// controller: maxSurge 0): the new ReplicaSet runs `nginx:new`, old ones other images.
 #[test]
@@ -463,13 +474,7 @@ fn scaling_mid_rollout_is_proportional() {
                 owned_rs(&d, name, *n, *created, &format!("nginx:{image}"), from)
             })
             .collect();
-        let refs: Vec<&ReplicaSet> = rss.iter().collect();
-        let plan = reconcile(&Observed {
-            deployment: &d,
-            replicasets: &refs,
-            pods: &[],
-            now: ts(100).0,
-        });
+        let plan = plan_for(&d, &rss);
         assert!(plan.create.is_none(), "{case}: scaling creates nothing");
         let size_after = |rs: &ReplicaSet| {
             plan.scale
@@ -501,13 +506,7 @@ fn scaling_then_rollout_completes() {
         owned_rs(&d, "v1", 2, 1, "nginx:v1", 4),
         owned_rs(&d, "v2", 4, 2, "nginx:new", 4),
     ];
-    let refs: Vec<&ReplicaSet> = rss.iter().collect();
-    let plan = reconcile(&Observed {
-        deployment: &d,
-        replicasets: &refs,
-        pods: &[],
-        now: ts(100).0,
-    });
+    let plan = plan_for(&d, &rss);
     let sizes: Vec<(&str, i32)> = plan
         .scale
         .iter()
@@ -552,13 +551,7 @@ fn replica_failures_surface_on_the_deployment() {
         }]);
     };
     let failure = |rss: &[ReplicaSet]| {
-        let refs: Vec<&ReplicaSet> = rss.iter().collect();
-        let plan = reconcile(&Observed {
-            deployment: &d,
-            replicasets: &refs,
-            pods: &[],
-            now: ts(100).0,
-        });
+        let plan = plan_for(&d, rss);
         let conditions = plan.status.and_then(|s| s.conditions).unwrap_or_default();
         conditions
             .into_iter()
