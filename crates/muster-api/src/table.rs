@@ -569,6 +569,65 @@ pub fn partial_object_metadata(obj: &Value) -> Value {
     })
 }
 
+/// [`row`] of an object the caller gives up: its metadata moves into the row instead of being
+/// copied (what a Table of 100,000 pods spends most of its time on otherwise).
+pub fn row_owned(
+    rt: &ResourceType,
+    mut obj: Value,
+    now: DateTime<Utc>,
+    include: IncludeObject,
+) -> Value {
+    let mut r = Map::new();
+    r.insert("cells".into(), Value::Array(row_cells(rt, &obj, now)));
+    if let Some(c) = row_conditions(rt, &obj) {
+        r.insert("conditions".into(), c);
+    }
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => {
+            let metadata = obj
+                .get_mut("metadata")
+                .map(Value::take)
+                .unwrap_or_else(|| json!({}));
+            r.insert(
+                "object".into(),
+                json!({
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                }),
+            );
+        }
+        IncludeObject::Object => {
+            r.insert("object".into(), obj);
+        }
+    }
+    Value::Object(r)
+}
+
+/// [`table`] of objects the caller gives up (see [`row_owned`]).
+pub fn table_owned(
+    rt: &ResourceType,
+    items: Vec<Value>,
+    now: DateTime<Utc>,
+    resource_version: &str,
+    continue_token: Option<&str>,
+    include: IncludeObject,
+) -> Value {
+    let mut metadata = Map::new();
+    metadata.insert("resourceVersion".into(), json!(resource_version));
+    if let Some(c) = continue_token.filter(|c| !c.is_empty()) {
+        metadata.insert("continue".into(), json!(c));
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": column_definitions(rt),
+        "rows": items.into_iter().map(|o| row_owned(rt, o, now, include)).collect::<Vec<_>>(),
+    })
+}
+
 /// One Table row: cells, conditions and the object.
 pub fn row(rt: &ResourceType, obj: &Value, now: DateTime<Utc>, include: IncludeObject) -> Value {
     let mut r = Map::new();
@@ -1235,6 +1294,30 @@ mod tests {
             c["lastState"] = json!({"terminated": {"exitCode": 1, "finishedAt": ago(t)}});
         }
         c
+    }
+
+    /// Rows built from owned objects equal rows built from borrowed ones.
+    #[test]
+    fn owned_tables_equal_borrowed_ones() {
+        let pods = find("", "v1", "pods").unwrap();
+        let objs = vec![
+            json!({"metadata": {"name": "a", "namespace": "x", "labels": {"k": "v"},
+                "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}}),
+            json!({"metadata": null}),
+            json!({"spec": {}}),
+        ];
+        for include in [
+            IncludeObject::None,
+            IncludeObject::Metadata,
+            IncludeObject::Object,
+        ] {
+            assert_eq!(
+                table_owned(pods, objs.clone(), now(), "7", Some("c"), include),
+                table(pods, &objs, now(), "7", Some("c"), include),
+                "{include:?}"
+            );
+        }
     }
 
     /// The allocation-free pointer finds exactly what `Value::pointer` finds.

@@ -90,14 +90,15 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     muster_api::patch::decode_body(content_type, body)
 }
 
-pub fn table<'a>(
+/// A Table of objects the caller gives up: their metadata moves into the rows.
+pub fn table_owned(
     rt: &ResourceType,
-    items: impl IntoIterator<Item = &'a Value>,
+    items: Vec<Value>,
     resource_version: &str,
     continue_token: Option<&str>,
     include: IncludeObject,
 ) -> Value {
-    muster_api::table::table(
+    muster_api::table::table_owned(
         rt,
         items,
         chrono::Utc::now(),

@@ -403,7 +403,7 @@ fn object_response(
     if wants_table(headers) {
         let include = table::include_from_query(query.get("includeObject"))?;
         let rv = meta_str(&obj, "resourceVersion").unwrap_or("").to_string();
-        let t = table::table(rt, &[obj], &rv, None, include, true);
+        let t = table::table(rt, vec![obj], &rv, None, include, true);
         return Ok(json_response(code, &t));
     }
     Ok(json_response(code, &obj))

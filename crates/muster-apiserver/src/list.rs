@@ -184,7 +184,7 @@ pub async fn list(
         let include = table::include_from_query(query.get("includeObject"))?;
         let t = table::table(
             rt,
-            &items,
+            items,
             &revision.to_string(),
             continue_token.as_deref(),
             include,

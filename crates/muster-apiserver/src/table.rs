@@ -32,16 +32,15 @@ fn sort_key(obj: &Value) -> (&str, &str) {
 /// `with_columns` is false for watch events after the first, which Kubernetes also omits.
 pub fn table(
     rt: &ResourceType,
-    objects: &[Value],
+    mut objects: Vec<Value>,
     resource_version: &str,
     continue_token: Option<&str>,
     include: IncludeObject,
     with_columns: bool,
 ) -> Value {
-    // Sorted by reference: the objects themselves are neither cloned nor moved.
-    let mut sorted: Vec<&Value> = objects.iter().collect();
-    sorted.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-    let mut t = compat::table(rt, sorted, resource_version, continue_token, include);
+    objects.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    // The objects are given up, so their metadata moves into the rows instead of being copied.
+    let mut t = compat::table_owned(rt, objects, resource_version, continue_token, include);
     if !with_columns {
         t["columnDefinitions"] = Value::Null;
     }
@@ -61,7 +60,7 @@ mod tests {
             json!({"metadata": {"name": "a", "namespace": "y"}}),
             json!({"metadata": {"name": "a", "namespace": "x"}}),
         ];
-        let t = table(rt, &objs, "7", None, IncludeObject::Metadata, true);
+        let t = table(rt, objs.clone(), "7", None, IncludeObject::Metadata, true);
         let names: Vec<(String, String)> = t["rows"]
             .as_array()
             .unwrap()
@@ -84,7 +83,7 @@ mod tests {
         assert_eq!(b["metadata"]["labels"]["a"], "1");
         assert_eq!(t["metadata"]["resourceVersion"], "7");
         assert!(t["columnDefinitions"].as_array().unwrap().len() >= 2);
-        let no_cols = table(rt, &objs, "7", None, IncludeObject::None, false);
+        let no_cols = table(rt, objs, "7", None, IncludeObject::None, false);
         assert!(no_cols["columnDefinitions"].is_null());
         assert!(no_cols["rows"][0].get("object").is_none());
     }

@@ -56,7 +56,7 @@ impl Encoder {
                     .to_string();
                 let with_columns = !self.sent_columns;
                 self.sent_columns = true;
-                table::table(self.shape.rt, &[obj], &rv, None, include, with_columns)
+                table::table(self.shape.rt, vec![obj], &rv, None, include, with_columns)
             }
             None => obj,
         };
