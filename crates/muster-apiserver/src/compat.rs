@@ -108,6 +108,16 @@ pub fn table_owned(
     )
 }
 
+/// One Table row of an object the caller gives up, at `now`.
+pub fn table_row_owned(
+    rt: &ResourceType,
+    obj: Value,
+    now: chrono::DateTime<chrono::Utc>,
+    include: IncludeObject,
+) -> Value {
+    muster_api::table::row_owned(rt, obj, now, include)
+}
+
 pub fn event_to_events_v1(core: &Value) -> Value {
     muster_api::events::from_core(core)
 }

@@ -75,6 +75,8 @@ fn minimum_revision(query: &Query) -> ApiResult<Option<u64>> {
 enum Items {
     /// Stored JSON, spliced as is.
     Raw(Vec<Bytes>),
+    /// Stored objects for a Table with nothing to filter: parsed one at a time as rows.
+    Stored(Vec<muster_store::Object>),
     /// Parsed (selectors, Tables, conversions).
     Parsed(Vec<Value>),
 }
@@ -83,6 +85,7 @@ impl Items {
     fn len(&self) -> usize {
         match self {
             Items::Raw(v) => v.len(),
+            Items::Stored(v) => v.len(),
             Items::Parsed(v) => v.len(),
         }
     }
@@ -116,12 +119,14 @@ pub async fn list(
         .await?;
     }
     let as_table = wants_table(headers);
-    let raw = !as_table
-        && rt.group != "events.k8s.io"
+    // Nothing to filter or convert: no item needs parsing to be selected.
+    let unfiltered = rt.group != "events.k8s.io"
         && filter.labels.is_everything()
         && filter.fields.is_everything();
-    let mut items = if raw {
+    let mut items = if unfiltered && !as_table {
         Items::Raw(Vec::new())
+    } else if unfiltered {
+        Items::Stored(Vec::new())
     } else {
         Items::Parsed(Vec::new())
     };
@@ -142,6 +147,7 @@ pub async fn list(
             start_after = Some(obj.key.to_string());
             match &mut items {
                 Items::Raw(out) => out.push(obj.value),
+                Items::Stored(out) => out.push(obj),
                 Items::Parsed(out) => {
                     let value = obj.json().map_err(store_error)?;
                     if filter.matches(&value) {
@@ -176,6 +182,18 @@ pub async fn list(
     let items = match items {
         Items::Raw(items) => {
             let body = raw_list_body(rt, revision, continue_token.as_deref(), &items);
+            return Ok(bytes_response(StatusCode::OK, "application/json", body));
+        }
+        Items::Stored(objects) => {
+            let include = table::include_from_query(query.get("includeObject"))?;
+            let body = table::table_json_of_stored(
+                rt,
+                objects,
+                &revision.to_string(),
+                continue_token.as_deref(),
+                include,
+            )
+            .map_err(store_error)?;
             return Ok(bytes_response(StatusCode::OK, "application/json", body));
         }
         Items::Parsed(items) => items,
