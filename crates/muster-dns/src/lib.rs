@@ -9,7 +9,12 @@
 //! - [`query`]: [`answer`], one packet in, one response out, no lock and no allocation.
 //!   The RFC-vs-CoreDNS decisions are written down there.
 //! - [`server`]: UDP (`recvmmsg`/`sendmmsg` worker threads) and TCP servers.
-//! - [`forward`]: upstream forwarding with TCP retry and loop detection; ExternalName chasing.
+//! - [`forward`]: upstream forwarding with TCP retry and loop detection; ExternalName chains
+//!   that leave the cluster zone (chains inside it are followed by [`query`]).
+//!
+//! Fuzzing: two cargo-fuzz targets in `fuzz/` (the query parser and engine on any bytes; the
+//! whole path on fuzzer-made cluster data); how they are run and what they covered is in
+//! `fuzz/README.md`.
 //! - [`sync`]: the `kube` watchers; SERVFAIL until the first full list.
 //! - [`http`], [`metrics`], [`explain`]: `/health`, `/ready`, `/metrics`, `/explain`.
 //!
