@@ -9,9 +9,13 @@
 //! page at the first page's resourceVersion (an etcd snapshot) and answers 410 Expired once
 //! that revision is compacted; muster's redb store keeps no old versions to read, so an
 //! object created, changed or deleted between two pages shows up in the later page as it is
-//! then (as Kubernetes' own "inconsistent continue" does after a 410), and each page's
-//! `metadata.resourceVersion` is the revision it was read at. Pages never skip or repeat an
-//! object that exists throughout: the token resumes after the last key sent.
+//! then (as Kubernetes' own "inconsistent continue" does after a 410). Every page still
+//! reports the first page's revision as its `metadata.resourceVersion`, as Kubernetes does:
+//! an informer watches from the list's revision, and a watch from the first page's revision
+//! replays every change made while it paged, so a change to an object on an earlier page is
+//! never lost (a watch from the last page's revision would miss it and leave the cache stale).
+//! Pages never skip or repeat an object that exists throughout: the token resumes after the
+//! last key sent.
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -106,8 +110,12 @@ pub async fn list(
         .map(|l| l as usize);
     let prefix = srt.namespace_prefix(rp.namespace.as_deref());
     let mut start_after: Option<String> = None;
+    // The revision every page of this list reports: the first page's (see the module docs).
+    let mut revision = 0;
     if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
-        start_after = Some(decode_continue(token, &prefix)?.start);
+        let token = decode_continue(token, &prefix)?;
+        start_after = Some(token.start);
+        revision = token.rv;
     }
     if let Some(wanted) = minimum_revision(query)? {
         freshness::wait_for(
@@ -130,7 +138,6 @@ pub async fn list(
     } else {
         Items::Parsed(Vec::new())
     };
-    let mut revision = 0;
     let mut next: Option<String> = None;
     loop {
         let want = limit.map(|l| (l - items.len()).max(64));

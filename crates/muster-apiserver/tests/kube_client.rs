@@ -318,3 +318,69 @@ async fn openapi_v2_is_not_found() {
     }
     r.api.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A paged list reports the first page's revision on every page, so a watch from the list's
+/// revision (what an informer does) still sees a change made to an earlier page while paging.
+#[tokio::test]
+async fn pages_report_the_first_revision_so_a_watch_misses_nothing() {
+    let r = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(r.client.clone(), "default");
+    for name in ["a", "b", "c", "d", "e"] {
+        cms.create(&PostParams::default(), &configmap(name, "1"))
+            .await
+            .unwrap();
+    }
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    let first_rv = first.metadata.resource_version.clone().unwrap();
+    let token = first.metadata.continue_.clone().expect("more pages");
+    assert_eq!(first.items.len(), 2);
+    // Changed after its page was sent, before the next page is read.
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"key": "2"}})),
+    )
+    .await
+    .unwrap();
+    let mut pages = vec![first];
+    let mut token = Some(token);
+    while let Some(t) = token.take() {
+        let page = cms
+            .list(&ListParams::default().limit(2).continue_token(&t))
+            .await
+            .unwrap();
+        assert_eq!(
+            page.metadata.resource_version.as_deref(),
+            Some(first_rv.as_str()),
+            "every page reports the first page's revision"
+        );
+        token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+        pages.push(page);
+    }
+    let names: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p.items.iter())
+        .map(|cm| cm.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "d", "e"]);
+
+    let mut events = cms
+        .watch(&WatchParams::default().timeout(10), &first_rv)
+        .await
+        .unwrap()
+        .boxed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("the change to page 1 is replayed in time")
+            .expect("stream open")
+            .unwrap();
+        if let WatchEvent::Modified(cm) = event {
+            assert_eq!(cm.metadata.name.as_deref(), Some("a"));
+            assert_eq!(cm.data.unwrap()["key"], "2");
+            break;
+        }
+    }
+    r.api.shutdown(Duration::from_secs(1)).await;
+}
