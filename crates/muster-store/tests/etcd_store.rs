@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::etcd::{Etcd, free_port, make_tls_files};
 use common::{assert_no_change, behaviour, create_all, next_change, next_event, pod, summary};
-use muster_store::{EtcdOptions, EtcdStore, Event, Object, Revision, Store, StoreError};
+use muster_store::{
+    EtcdOptions, EtcdStore, Event, Object, Revision, Store, StoreError, WatchStream,
+};
 use serde_json::{Value, json};
 
 fn options() -> EtcdOptions {
@@ -410,18 +412,7 @@ async fn losing_one_of_three_members_loses_no_acknowledged_write() {
     assert_eq!(stored.len(), 300, "every write was done in the end");
     // The watch (which may have had to move to another member) saw each write exactly once.
     let mut seen = BTreeSet::new();
-    while seen.len() < stored.len() {
-        match next_change(&mut watch).await {
-            Some(Ok(Event::Put { object, prev: None })) => {
-                assert!(
-                    seen.insert(object.key.to_string()),
-                    "duplicate {}",
-                    object.key
-                )
-            }
-            other => panic!("expected a create, got {other:?}"),
-        }
-    }
+    creates_seen_once(&mut watch, &mut seen, stored.len()).await;
     assert_eq!(seen, stored.keys().cloned().collect());
 
     // Then every other member is killed and brought back in turn, so the member that serves
@@ -470,18 +461,7 @@ async fn losing_one_of_three_members_loses_no_acknowledged_write() {
         acknowledged.len() >= seen.len() + 30,
         "the cluster kept serving"
     );
-    while seen.len() < stored.len() {
-        match next_change(&mut watch).await {
-            Some(Ok(Event::Put { object, prev: None })) => {
-                assert!(
-                    seen.insert(object.key.to_string()),
-                    "duplicate {}",
-                    object.key
-                )
-            }
-            other => panic!("expected a create, got {other:?}"),
-        }
-    }
+    creates_seen_once(&mut watch, &mut seen, stored.len()).await;
     assert_eq!(seen, stored);
     assert_no_change(&mut watch).await;
 }
@@ -576,4 +556,21 @@ async fn tls_with_client_certificates() {
         EtcdStore::connect(&plain, options()).await,
         Err(StoreError::Unavailable(_))
     ));
+}
+
+/// Reads creates from `watch` into `seen` until it holds `count` keys; anything but a create,
+/// or a key seen twice, fails the test.
+async fn creates_seen_once(watch: &mut WatchStream, seen: &mut BTreeSet<String>, count: usize) {
+    while seen.len() < count {
+        match next_change(watch).await {
+            Some(Ok(Event::Put { object, prev: None })) => {
+                assert!(
+                    seen.insert(object.key.to_string()),
+                    "duplicate {}",
+                    object.key
+                )
+            }
+            other => panic!("expected a create, got {other:?}"),
+        }
+    }
 }
